@@ -1,0 +1,123 @@
+"""Autograd functions of the feedback layers.
+
+Every rule shares one backward: the weight (and bias) gradient is the true local one,
+ΔW = δᵀx, and only the gradient sent to the input changes:
+
+* matrix rules (FA, sign-symmetry, KP): grad_x = δ · B, with B in W's place;
+* direct rules (DFA): grad_x = eᵀB_l, a projection of the output error.
+
+If B requires grad (KP), it receives ΔW as its gradient. The forward pass is PyTorch's own.
+Only the input and the feedback tensor are saved for backward, never the output. Convs use
+one fused ``aten.convolution_backward`` with B in the weight slot: it returns the
+B-propagated input gradient and the true weight gradient in one call, and skips whatever
+is not needed (the first layer's input gradient, above all).
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+from torch.autograd import Function
+
+from .direct import ErrorSlot, open_slot
+from .mode import exact_enabled
+
+
+def _direct_input_grad(feedback, slot: ErrorSlot, x_shape: torch.Size) -> Tensor:
+    if slot.error is None:
+        raise RuntimeError(
+            "dfa: the model's output error was never captured; the loss must be computed from "
+            "the output of the model that convert() was given"
+        )
+    return feedback.project(slot.error, x_shape)
+
+
+class LinearFeedbackFn(Function):
+    """y = x Wᵀ + b; grad_x = δ B (or eᵀB_l); grad_W = δᵀx (also B's gradient if B learns)."""
+
+    @staticmethod
+    def forward(ctx, x, weight, bias, matrix, feedback, slot):
+        ctx.save_for_backward(x, matrix)
+        ctx.feedback, ctx.slot = feedback, slot
+        return F.linear(x, weight, bias)
+
+    @staticmethod
+    def backward(ctx, grad):
+        x, matrix = ctx.saved_tensors
+        need_x, need_w, need_b, need_m = ctx.needs_input_grad[:4]
+        grad_x = grad_w = grad_b = None
+        if need_x:
+            if ctx.slot is not None:
+                grad_x = _direct_input_grad(ctx.feedback, ctx.slot, x.shape)
+            else:
+                grad_x = grad @ matrix.to(grad.dtype)
+        if need_w or need_m:
+            g2 = grad.reshape(-1, grad.shape[-1])
+            grad_w = g2.mT @ x.reshape(-1, x.shape[-1]).to(g2.dtype)
+        if need_b:
+            grad_b = grad.reshape(-1, grad.shape[-1]).sum(0)
+        return grad_x, grad_w if need_w else None, grad_b, grad_w if need_m else None, None, None
+
+
+class ConvFeedbackFn(Function):
+    """N-d convolution whose input gradient is a transposed conv with B instead of W."""
+
+    @staticmethod
+    def forward(ctx, x, weight, bias, matrix, feedback, slot, stride, padding, dilation, groups):
+        # direct rules never touch the backward conv's input path, but the call needs a
+        # tensor of the weight's shape in the weight slot; W itself costs nothing to keep
+        ctx.save_for_backward(x, weight if matrix is None else matrix)
+        ctx.feedback, ctx.slot = feedback, slot
+        ctx.conv = (stride, padding, dilation, groups)
+        ctx.bias_sizes = None if bias is None else list(bias.shape)
+        zeros = [0] * (x.dim() - 2)
+        return torch.convolution(x, weight, bias, stride, padding, dilation, False, zeros, groups)
+
+    @staticmethod
+    def backward(ctx, grad):
+        x, matrix = ctx.saved_tensors
+        need_x, need_w, need_b, need_m = ctx.needs_input_grad[:4]
+        direct = ctx.slot is not None
+        stride, padding, dilation, groups = ctx.conv
+        mask = [need_x and not direct, need_w or need_m, need_b]
+        grad_x = grad_w = grad_b = None
+        if any(mask):
+            zeros = [0] * (x.dim() - 2)
+            grad_x, grad_w, grad_b = torch.ops.aten.convolution_backward(
+                grad, x, matrix.to(grad.dtype), ctx.bias_sizes, stride, padding, dilation,
+                False, zeros, groups, mask,
+            )
+        if need_x and direct:
+            grad_x = _direct_input_grad(ctx.feedback, ctx.slot, x.shape)
+        nones = (None,) * 6
+        return (grad_x, grad_w if need_w else None, grad_b, grad_w if need_m else None) + nones
+
+
+def route(feedback, x: Tensor, weight: Tensor):
+    """(matrix, slot) for this call, or None where exact transport applies."""
+    if not torch.is_grad_enabled() or exact_enabled():
+        return None
+    if feedback.direct:
+        return None, open_slot(feedback, x, weight)
+    matrix = feedback.matrix(weight)
+    return None if matrix is None else (matrix, None)
+
+
+def feedback_linear(x: Tensor, weight: Tensor, bias: Tensor | None, feedback) -> Tensor:
+    """``F.linear`` whose backward sends errors through ``feedback``."""
+    routed = route(feedback, x, weight)
+    if routed is None:
+        return F.linear(x, weight, bias)
+    matrix, slot = routed
+    return LinearFeedbackFn.apply(x, weight, bias, matrix, feedback, slot)
+
+
+def feedback_conv(x, weight, bias, feedback, stride, padding, dilation, groups) -> Tensor:
+    """N-d convolution (numeric padding) whose backward sends errors through ``feedback``."""
+    routed = route(feedback, x, weight)
+    if routed is None:
+        zeros = [0] * (x.dim() - 2)
+        return torch.convolution(x, weight, bias, stride, padding, dilation, False, zeros, groups)
+    matrix, slot = routed
+    return ConvFeedbackFn.apply(x, weight, bias, matrix, feedback, slot, stride, padding, dilation, groups)

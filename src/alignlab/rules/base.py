@@ -1,0 +1,109 @@
+"""What every learning rule is made of.
+
+A *rule* is a typed dataclass of options that builds, for each converted weight, a
+:class:`Feedback` module: the object that says which tensor carries that layer's error
+backwards. Rules know nothing about training loops or optimizers.
+
+The feedback layers in :mod:`alignlab.nn` ask a feedback module for one of two things:
+
+* ``matrix(weight)`` — a tensor shaped like ``weight`` that stands in ``weight``'s place
+  in the backward pass (FA, sign-symmetry, KP). If it requires grad, it receives the
+  layer's true weight gradient as its own gradient (this is how KP learns B).
+  ``None`` means exact transport (BP).
+* ``direct = True`` — the layer's input gradient is a projection of the network's output
+  error (DFA); see :mod:`alignlab.nn.direct`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from dataclasses import dataclass
+from typing import ClassVar
+
+import torch
+from torch import Tensor, nn
+
+
+class Feedback(nn.Module):
+    """The feedback path of one weight tensor. Subclasses hold the feedback tensors."""
+
+    direct: ClassVar[bool] = False
+
+    def matrix(self, weight: Tensor) -> Tensor | None:
+        """Tensor used instead of ``weight`` to send errors backwards; ``None`` = exact."""
+        raise NotImplementedError
+
+    def extra_repr(self) -> str:
+        shapes = [f"{n}={tuple(t.shape)}" for n, t in self.named_buffers(recurse=False) if t is not None]
+        shapes += [f"{n}={tuple(t.shape)} (learned)" for n, t in self.named_parameters(recurse=False)]
+        return ", ".join(shapes)
+
+
+@dataclass
+class Rule:
+    """Base of every rule's option dataclass. ``name`` is the registry key."""
+
+    name: ClassVar[str] = ""
+
+    def feedback(self, weight: Tensor) -> Feedback:
+        """Build the feedback module for one forward ``weight`` (at conversion time)."""
+        raise NotImplementedError
+
+    def options(self) -> dict:
+        return dataclasses.asdict(self)
+
+
+def check_choice(rule: str, option: str, value, choices) -> None:
+    """One-line ValueError when ``value`` is not one of ``choices``."""
+    if value not in choices:
+        valid = ", ".join(repr(c) for c in choices)
+        raise ValueError(f"rule {rule!r}: {option}={value!r} is not valid; choose one of {valid}")
+
+
+INITS = ("kaiming", "xavier")
+
+
+def fan_in_out(weight: Tensor) -> tuple[int, int]:
+    """Fan-in and fan-out of a Linear (out, in) or Conv (out, in/groups, *k) weight."""
+    receptive = math.prod(weight.shape[2:])
+    return weight.shape[1] * receptive, weight.shape[0] * receptive
+
+
+def random_like(weight: Tensor, init: str, generator: torch.Generator | None = None) -> Tensor:
+    """A random tensor shaped like ``weight``, uniform in (-a, a), drawn on the CPU.
+
+    ``kaiming``: a = 1/sqrt(fan_in), the distribution PyTorch gives a fresh nn.Linear or
+    nn.ConvNd weight (kaiming_uniform with a=sqrt(5)); ``xavier``: a = sqrt(6/(fan_in+fan_out))
+    (Glorot & Bengio 2010; BioTorch's choice).
+    """
+    fan_in, fan_out = fan_in_out(weight)
+    bound = 1 / math.sqrt(fan_in) if init == "kaiming" else math.sqrt(6 / (fan_in + fan_out))
+    r = torch.rand(weight.shape, generator=generator, dtype=torch.float32)
+    return ((2 * r - 1) * bound).to(device=weight.device, dtype=weight.dtype)
+
+
+def new_seed() -> int:
+    """A seed drawn from torch's global RNG, so ``torch.manual_seed`` fixes every feedback tensor."""
+    return int(torch.randint(0, 2**62, (), dtype=torch.int64))
+
+
+class StepCache:
+    """Holds a tensor derived from a weight until the weight changes.
+
+    The key is the weight's storage and in-place version counter: an optimizer step, a
+    ``load_state_dict`` or ``.to()`` all change it, so derived feedback (sign(W), the
+    norm-matched B) is built once per step, not once per call.
+    """
+
+    def __init__(self) -> None:
+        self.key: tuple | None = None
+        self.value: Tensor | None = None
+
+    def get(self, weight: Tensor, build) -> Tensor:
+        key = (weight.data_ptr(), weight._version, weight.dtype, weight.device)
+        if key != self.key:
+            with torch.no_grad():
+                self.value = build(weight.detach())
+            self.key = key
+        return self.value

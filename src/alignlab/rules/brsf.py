@@ -1,0 +1,54 @@
+"""Batchwise random-magnitude sign-concordant feedback, brSF (Moskovitz, Litwin-Kumar &
+Abbott 2018, arXiv 1812.06488; Liao et al. 2016):
+
+    B_l = |R_l| ⊙ sign(W_l),   R_l redrawn every time W_l changes (each mini-batch)
+
+R is drawn like FA's B (``init``). Each draw comes from a generator seeded by the layer's
+``seed`` and a draw counter ``step`` (both buffers), so processes that share a seed draw the
+same R without talking to each other, and a resumed run replays the same draws.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor
+
+from .base import INITS, Feedback, Rule, check_choice, new_seed, random_like
+from .registry import register
+from .sign import SignFeedback
+
+_MIX = 0x9E3779B97F4A7C15 % 2**63  # spreads (seed, step) pairs over the seed space
+
+
+class ResampledSignFeedback(SignFeedback):
+    def __init__(self, init: str, seed: int) -> None:
+        super().__init__()
+        self.init = init
+        self.register_buffer("seed", torch.tensor(seed, dtype=torch.int64))
+        self.register_buffer("step", torch.tensor(0, dtype=torch.int64))
+
+    def draw_generator(self) -> torch.Generator:
+        """A CPU generator for the next draw; advances ``step``."""
+        g = torch.Generator().manual_seed((int(self.seed) + int(self.step) * _MIX) % 2**63)
+        self.step += 1
+        return g
+
+    def magnitudes(self, weight: Tensor) -> Tensor:
+        return random_like(weight, self.init, self.draw_generator()).abs()
+
+
+@register
+@dataclass
+class BRSF(Rule):
+    """brSF: B = |R| ⊙ sign(W), R redrawn each step."""
+
+    name = "brsf"
+    init: str = "kaiming"  # distribution of R: "kaiming" | "xavier", as for FA
+
+    def __post_init__(self) -> None:
+        check_choice(self.name, "init", self.init, INITS)
+
+    def feedback(self, weight: Tensor) -> Feedback:
+        return ResampledSignFeedback(self.init, new_seed())

@@ -1,0 +1,57 @@
+"""Feedback Alignment (Lillicrap, Cownden, Tweed & Akerman 2016, Nat. Commun. 7:13276).
+
+Errors travel back through a fixed random matrix B_l instead of W_lᵀ:
+
+    δ_l = B_{l+1} δ_{l+1} ⊙ f′(a_l),   ΔW_l = −η δ_l x_lᵀ
+
+(B here is stored shaped like W, so the layer's input gradient is ``grad_out @ B``.) The
+weight update is the true local one; the forward weights come to align with B.
+
+Options
+-------
+init : ``"kaiming"`` (default) draws B from the distribution PyTorch gives a fresh layer's
+    weight, U(±1/√fan_in); ``"xavier"`` from U(±√(6/(fan_in+fan_out))) as BioTorch does.
+match_norm : if True, B is rescaled every step to W's Frobenius norm (‖B‖ = ‖W‖), so the
+    backward signal grows and shrinks with the forward weights.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor
+
+from .base import INITS, Feedback, Rule, StepCache, check_choice, random_like
+from .registry import register
+
+
+class FixedFeedback(Feedback):
+    """A fixed random B (a buffer: saved in state dicts, never trained)."""
+
+    def __init__(self, B: Tensor, match_norm: bool = False) -> None:
+        super().__init__()
+        self.register_buffer("B", B)
+        self.match_norm = match_norm
+        self._cache = StepCache()
+
+    def matrix(self, weight: Tensor) -> Tensor:
+        if not self.match_norm:
+            return self.B
+        return self._cache.get(weight, lambda w: self.B * (w.norm() / self.B.norm()))
+
+
+@register
+@dataclass
+class FA(Rule):
+    """Feedback Alignment: fixed random feedback B, shaped like W."""
+
+    name = "fa"
+    init: str = "kaiming"  # "kaiming" U(±1/√fan_in) | "xavier" U(±√(6/(fan_in+fan_out)))
+    match_norm: bool = False  # rescale B to ‖W‖ every step
+
+    def __post_init__(self) -> None:
+        check_choice(self.name, "init", self.init, INITS)
+
+    def feedback(self, weight: Tensor) -> Feedback:
+        return FixedFeedback(random_like(weight, self.init), self.match_norm)

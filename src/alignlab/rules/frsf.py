@@ -1,0 +1,42 @@
+"""Fixed random-magnitude sign-concordant feedback, frSF (Moskovitz, Litwin-Kumar & Abbott
+2018, arXiv 1812.06488):
+
+    B_l = |R_l| ⊙ sign(W_l),   R_l drawn once and kept
+
+R is drawn like FA's B (``init``: ``"kaiming"`` default or ``"xavier"``) and stored as a
+buffer; only the signs follow W.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from torch import Tensor
+
+from .base import INITS, Feedback, Rule, check_choice, random_like
+from .registry import register
+from .sign import SignFeedback
+
+
+class FixedMagnitudeSignFeedback(SignFeedback):
+    def __init__(self, R: Tensor) -> None:
+        super().__init__()
+        self.register_buffer("R", R.abs())
+
+    def magnitudes(self, weight: Tensor) -> Tensor:
+        return self.R
+
+
+@register
+@dataclass
+class FRSF(Rule):
+    """frSF: B = |R| ⊙ sign(W), R fixed."""
+
+    name = "frsf"
+    init: str = "kaiming"  # distribution of R: "kaiming" | "xavier", as for FA
+
+    def __post_init__(self) -> None:
+        check_choice(self.name, "init", self.init, INITS)
+
+    def feedback(self, weight: Tensor) -> Feedback:
+        return FixedMagnitudeSignFeedback(random_like(weight, self.init))

@@ -1,0 +1,53 @@
+"""Kolen-Pollack (Kolen & Pollack 1994; Akrout, Wilson, Humphreys, Lillicrap & Tweed 2019,
+arXiv 1904.05391).
+
+Errors travel back through a learned B; forward and feedback weights get the *same*
+update and the same weight decay:
+
+    δ_l = B_{l+1} δ_{l+1} ⊙ f′(a_l)
+    W_l ← λ W_l − η ΔW_l,   B_l ← λ B_l − η ΔW_l,   ΔW_l = δ_l x_lᵀ
+
+so W_l − B_l ← λ (W_l − B_l) and B converges to W. Here B is an ``nn.Parameter`` whose
+gradient is set to W's gradient, so *any* torch optimizer (SGD, Adam, AdamW, Muon) gives it
+W's update, provided B sits in the same parameter group as W and weight decay is on.
+Build the optimizer after ``convert`` so that it sees B.
+
+Options
+-------
+init : how B starts, as for FA (``"kaiming"`` default, ``"xavier"``).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from torch import Tensor, nn
+
+from .base import INITS, Feedback, Rule, check_choice, random_like
+from .registry import register
+
+
+class LearnedFeedback(Feedback):
+    """B as a parameter: it receives the layer's weight gradient as its own."""
+
+    def __init__(self, B: Tensor) -> None:
+        super().__init__()
+        self.B = nn.Parameter(B)
+
+    def matrix(self, weight: Tensor) -> Tensor:
+        return self.B
+
+
+@register
+@dataclass
+class KP(Rule):
+    """Kolen-Pollack: B learned with W's update and weight decay, so B → W."""
+
+    name = "kp"
+    init: str = "kaiming"  # initial B: "kaiming" | "xavier", as for FA
+
+    def __post_init__(self) -> None:
+        check_choice(self.name, "init", self.init, INITS)
+
+    def feedback(self, weight: Tensor) -> Feedback:
+        return LearnedFeedback(random_like(weight, self.init))

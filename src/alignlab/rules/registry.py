@@ -1,0 +1,42 @@
+"""Rules by name: ``register`` a rule class, ``get`` one with options checked."""
+
+from __future__ import annotations
+
+import dataclasses
+
+from .base import Rule
+
+_RULES: dict[str, type[Rule]] = {}
+
+
+def register(cls: type[Rule]) -> type[Rule]:
+    """Class decorator: make ``cls`` available under ``cls.name``."""
+    if not cls.name or cls.name in _RULES:
+        raise ValueError(f"rule name {cls.name!r} is empty or already registered")
+    _RULES[cls.name] = cls
+    return cls
+
+
+def available() -> list[str]:
+    """Names of every registered rule, in registration order."""
+    return list(_RULES)
+
+
+def get(rule: str | Rule, **options) -> Rule:
+    """A rule instance from a name and options (or an instance, returned as is).
+
+    Unknown names and unknown options raise a one-line ValueError listing the valid ones.
+    """
+    if isinstance(rule, Rule):
+        if options:
+            raise ValueError("give options either in the Rule instance or as keywords, not both")
+        return rule
+    if rule not in _RULES:
+        raise ValueError(f"unknown rule {rule!r}; available rules: {', '.join(_RULES)}")
+    cls = _RULES[rule]
+    valid = [f.name for f in dataclasses.fields(cls)]
+    for key in options:
+        if key not in valid:
+            listed = ", ".join(valid) if valid else "(none)"
+            raise ValueError(f"unknown option {key!r} for rule {rule!r}; valid options: {listed}")
+    return cls(**options)

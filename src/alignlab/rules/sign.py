@@ -1,0 +1,53 @@
+"""Shared parts of the sign-symmetry rules (uSF, brSF, frSF).
+
+Liao, Leibo & Poggio 2016 (arXiv 1510.05067) showed that feedback needs only the *signs* of
+the forward weights; Moskovitz, Litwin-Kumar & Abbott 2018 (arXiv 1812.06488) named the
+variants used here. Every one has B = M ⊙ sign(W) for some non-negative magnitudes M.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import Tensor
+
+from .base import Feedback, StepCache, fan_in_out
+
+SCALES = ("rms", "xavier")
+
+
+def check_scale(rule: str, scale) -> None:
+    """``scale`` must be "rms", "xavier" or a positive number."""
+    ok = scale in SCALES or (isinstance(scale, (int, float)) and not isinstance(scale, bool) and scale > 0)
+    if not ok:
+        raise ValueError(f"rule {rule!r}: scale={scale!r} is not valid; choose 'rms', 'xavier' or a positive number")
+
+
+def sign_scale(weight: Tensor, scale) -> Tensor | float:
+    """The factor s in B = s·sign(W).
+
+    ``"rms"``: s = ‖W‖_F / √numel(W), so ‖B‖_F = ‖W‖_F (when no entry of W is 0);
+    ``"xavier"``: s = √(2/(fan_in+fan_out)) (Xiao, Chen, Liao & Poggio 2018; BioTorch);
+    a number: that constant (1.0 gives Liao's plain sign(W)).
+    """
+    if scale == "rms":
+        return weight.norm() / math.sqrt(weight.numel())
+    if scale == "xavier":
+        fan_in, fan_out = fan_in_out(weight)
+        return math.sqrt(2 / (fan_in + fan_out))
+    return float(scale)
+
+
+class SignFeedback(Feedback):
+    """Base: B = magnitudes ⊙ sign(W), rebuilt once each time W changes."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._cache = StepCache()
+
+    def magnitudes(self, weight: Tensor) -> Tensor | float:
+        raise NotImplementedError
+
+    def matrix(self, weight: Tensor) -> Tensor:
+        return self._cache.get(weight, lambda w: self.magnitudes(w) * torch.sign(w))

@@ -1,0 +1,48 @@
+"""Small shared pieces for the tests."""
+
+from __future__ import annotations
+
+import copy
+
+import torch
+from torch import nn
+
+import alignlab
+
+
+def run_backward(model: nn.Module, x: torch.Tensor, seed: int = 0):
+    """Output, input gradient and parameter gradients for a fixed random upstream gradient."""
+    model.zero_grad(set_to_none=True)
+    x = x.detach().clone().requires_grad_(True)
+    out = model(x)
+    g = torch.randn(out.shape, generator=torch.Generator().manual_seed(seed))
+    out.backward(g)
+    grads = {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
+    return out.detach(), x.grad, grads
+
+
+def with_feedback_equal_to_weights(model: nn.Module) -> nn.Module:
+    """A copy of ``model`` converted to FA, every B set to its forward weight."""
+    fa = alignlab.convert(copy.deepcopy(model), rule="fa")
+    with torch.no_grad():
+        for _, layer, feedback in alignlab.converted_layers(fa):
+            weight = layer.in_proj_weight if isinstance(layer, nn.MultiheadAttention) else layer.weight
+            feedback.B.copy_(weight)
+    return fa
+
+
+def assert_grads_equal(a, b, atol=1e-5, rtol=1e-4):
+    out_a, gx_a, g_a = a
+    out_b, gx_b, g_b = b
+    torch.testing.assert_close(out_a, out_b, atol=atol, rtol=rtol)
+    torch.testing.assert_close(gx_a, gx_b, atol=atol, rtol=rtol)
+    common = set(g_b)
+    assert set(g_a) >= common, (sorted(g_a), sorted(g_b))
+    for name in common:
+        torch.testing.assert_close(g_a[name], g_b[name], atol=atol, rtol=rtol, msg=name)
+
+
+def angle(a: torch.Tensor, b: torch.Tensor) -> float:
+    """Angle in degrees between two tensors seen as vectors."""
+    cos = torch.nn.functional.cosine_similarity(a.flatten(), b.flatten(), dim=0)
+    return float(torch.rad2deg(torch.arccos(cos.clamp(-1, 1))))
