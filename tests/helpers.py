@@ -10,11 +10,14 @@ from torch import nn
 import alignlab
 
 
-def run_backward(model: nn.Module, x: torch.Tensor, seed: int = 0):
-    """Output, input gradient and parameter gradients for a fixed random upstream gradient."""
+def run_backward(model: nn.Module, x: torch.Tensor, call=None, seed: int = 0):
+    """Output, input gradient and parameter gradients for a fixed random upstream gradient.
+
+    ``call(x)`` runs the model (default: ``model(x)``).
+    """
     model.zero_grad(set_to_none=True)
     x = x.detach().clone().requires_grad_(True)
-    out = model(x)
+    out = (call or model)(x)
     g = torch.randn(out.shape, generator=torch.Generator().manual_seed(seed))
     out.backward(g)
     grads = {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}

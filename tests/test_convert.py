@@ -1,0 +1,228 @@
+"""convert() on models people bring, state dicts, and bad input."""
+
+import copy
+import io
+
+import pytest
+import torch
+from torch import nn
+
+import alignlab
+from helpers import assert_grads_equal, run_backward, with_feedback_equal_to_weights
+
+
+class Classifier(nn.Module):
+    """A transformer encoder over token vectors, mean-pooled into a linear head."""
+
+    def __init__(self, batch_first=True):
+        super().__init__()
+        layer = nn.TransformerEncoderLayer(16, 4, dim_feedforward=32, dropout=0.0, batch_first=batch_first)
+        self.encoder = nn.TransformerEncoder(layer, num_layers=2, enable_nested_tensor=False)
+        self.head = nn.Linear(16, 3)
+        self.batch_first = batch_first
+
+    def forward(self, x, mask=None, padding=None):
+        h = self.encoder(x, mask=mask, src_key_padding_mask=padding)
+        return self.head(h.mean(dim=1 if self.batch_first else 0))
+
+
+def test_issue_one_liner():
+    m = alignlab.convert(nn.Sequential(nn.Linear(4, 8), nn.ReLU(), nn.Linear(8, 2)), rule="fa")
+    assert isinstance(m[0], alignlab.nn.FeedbackLinear)
+
+
+@pytest.mark.parametrize("batch_first", [True, False])
+def test_transformer_bp_equals_original_and_fa_with_b_equal_w_is_bp(batch_first):
+    torch.manual_seed(0)
+    ref = Classifier(batch_first)
+    x = torch.randn(3, 5, 16) if batch_first else torch.randn(5, 3, 16)
+    mask = nn.Transformer.generate_square_subsequent_mask(5)
+    padding = torch.tensor([[False] * 5, [False] * 3 + [True] * 2, [False] * 4 + [True]])
+    for kwargs in ({}, {"mask": mask}, {"padding": padding}):
+        want = run_backward(ref, x, lambda t: ref(t, **kwargs))
+        bp = alignlab.convert(copy.deepcopy(ref), rule="bp")
+        assert_grads_equal(run_backward(bp, x, lambda t: bp(t, **kwargs)), want)
+        fa = with_feedback_equal_to_weights(ref)
+        assert_grads_equal(run_backward(fa, x, lambda t: fa(t, **kwargs)), want)
+
+
+def test_transformer_attention_projections_are_converted():
+    model = alignlab.convert(Classifier(), rule="fa")
+    names = [n for n, _, _ in alignlab.converted_layers(model)]
+    assert "encoder.layers.0.self_attn" in names  # the packed q/k/v projection
+    assert "encoder.layers.0.self_attn.out_proj" in names
+    assert "encoder.layers.1.linear2" in names and "head" in names
+    assert len(names) == 2 * 4 + 1
+    assert isinstance(model.encoder.layers[0].norm1, nn.LayerNorm)  # norms stay on BP
+
+
+def test_attention_weights_and_cross_attention_match_torch():
+    torch.manual_seed(0)
+    ref = nn.MultiheadAttention(8, 2, batch_first=True)
+    q, kv = torch.randn(2, 3, 8), torch.randn(2, 4, 8)
+    want_out, want_w = ref(q, kv, kv)
+    for rule in ("bp", "fa"):
+        mha = alignlab.convert(nn.Sequential(copy.deepcopy(ref)), rule=rule)[0]
+        out, w = mha(q, kv, kv)
+        torch.testing.assert_close(out, want_out)
+        torch.testing.assert_close(w, want_w)
+    # unbatched input and per-head weights
+    want_out, want_w = ref(q[0], kv[0], kv[0], average_attn_weights=False)
+    out, w = alignlab.convert(nn.Sequential(copy.deepcopy(ref)), rule="fa")[0](
+        q[0], kv[0], kv[0], average_attn_weights=False)
+    torch.testing.assert_close(out, want_out)
+    torch.testing.assert_close(w, want_w)
+
+
+def test_cross_attention_fa_with_b_equal_w_is_bp():
+    torch.manual_seed(0)
+    ref = nn.MultiheadAttention(8, 2, batch_first=True)
+    kv = torch.randn(2, 4, 8)
+    fa = with_feedback_equal_to_weights(nn.Sequential(ref))[0]
+    q = torch.randn(2, 3, 8)
+    want = run_backward(ref, q, lambda t: ref(t, kv, kv, need_weights=False)[0])
+    got = run_backward(fa, q, lambda t: fa(t, kv, kv, need_weights=False)[0])
+    assert_grads_equal(got, want)
+
+
+def test_unsupported_attention_stays_on_bp():
+    model = nn.Sequential(nn.MultiheadAttention(8, 2, kdim=4, vdim=4))
+    alignlab.convert(model, rule="fa")
+    assert type(model[0]) is nn.MultiheadAttention
+    assert type(model[0].out_proj) is nn.modules.linear.NonDynamicallyQuantizableLinear
+
+
+@pytest.mark.parametrize("rule", ["fa", "dfa", "usf", "brsf", "frsf", "kp"])
+def test_every_rule_runs_a_transformer(rule):
+    torch.manual_seed(0)
+    model = alignlab.convert(Classifier(), rule=rule)
+    opt = torch.optim.Adam(model.parameters(), lr=1e-3)
+    x, y = torch.randn(4, 5, 16), torch.tensor([0, 1, 2, 0])
+    before = [p.detach().clone() for p in model.parameters()]
+    nn.functional.cross_entropy(model(x), y).backward()
+    opt.step()
+    moved = [not torch.equal(a, p) for a, p in zip(before, model.parameters())]
+    assert all(moved), [n for (n, _), m in zip(model.named_parameters(), moved) if not m]
+
+
+def test_grouped_and_depthwise_convs_convert():
+    model = nn.Sequential(nn.Conv2d(4, 8, 3, groups=2), nn.ReLU(), nn.Conv2d(8, 8, 3, groups=8),
+                          nn.Conv2d(8, 16, 1))
+    alignlab.convert(model, rule="usf")
+    assert [type(m).__name__ for m in model if not isinstance(m, nn.ReLU)] == ["FeedbackConv2d"] * 3
+    x = torch.randn(2, 4, 7, 7, requires_grad=True)
+    model(x).sum().backward()
+    assert x.grad.shape == x.shape
+    assert model[2].feedback.matrix(model[2].weight).shape == (8, 1, 3, 3)
+
+
+def test_nested_and_custom_modules_and_exclude():
+    class Block(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.conv = nn.Conv1d(3, 3, 3, padding=1)
+            self.proj = nn.Linear(3, 3)
+
+        def forward(self, x):
+            return self.proj(self.conv(x).transpose(1, 2)).transpose(1, 2)
+
+    model = nn.Sequential(Block(), nn.Sequential(Block(), nn.Sequential(nn.Flatten(), nn.Linear(12, 2))))
+    alignlab.convert(model, rule="fa", exclude=["1.0", "*.proj"])
+    names = [n for n, _, _ in alignlab.converted_layers(model)]
+    assert names == ["0.conv", "1.1.1"]
+    assert model(torch.randn(2, 3, 4)).shape == (2, 2)
+
+
+def test_convert_again_swaps_the_rule_and_keeps_weights():
+    model = nn.Sequential(nn.Linear(4, 3))
+    w = model[0].weight.detach().clone()
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    alignlab.convert(model, rule="fa")
+    alignlab.convert(model, rule="usf")
+    assert alignlab.summary(model).splitlines()[1].split()[-1] == "usf"
+    assert torch.equal(model[0].weight, w)
+    assert opt.param_groups[0]["params"][0] is model[0].weight  # the optimizer still holds it
+
+
+def test_summary_lists_converted_layers():
+    model = alignlab.convert(nn.Sequential(nn.Conv2d(1, 2, 3), nn.Flatten(), nn.Linear(2, 2)), rule="kp")
+    lines = alignlab.summary(model).splitlines()
+    assert lines[0].split() == ["layer", "type", "weight", "rule"]
+    assert lines[1].split() == ["0", "Conv2d", "2x1x3x3", "kp"]
+    assert lines[2].split() == ["2", "Linear", "2x2", "kp"]
+
+
+@pytest.mark.parametrize("rule", ["bp", "fa", "dfa", "usf", "brsf", "frsf", "kp"])
+def test_state_dict_round_trip_with_weights_only(rule):
+    def build(seed):
+        torch.manual_seed(seed)
+        return alignlab.convert(nn.Sequential(nn.Conv2d(1, 4, 3), nn.ReLU(), nn.Flatten(), nn.Linear(4 * 16, 3)),
+                                rule=rule)
+
+    a = build(0)
+    opt = torch.optim.SGD(a.parameters(), lr=0.1)
+    x = torch.randn(5, 1, 6, 6)
+    a(x).sum().backward()  # one step: dfa builds B, brsf advances its draws
+    opt.step()
+    buffer = io.BytesIO()
+    torch.save(a.state_dict(), buffer)
+    buffer.seek(0)
+    b = build(1)  # other weights and feedback until loaded
+    b.load_state_dict(torch.load(buffer, weights_only=True))
+    for key, value in a.state_dict().items():
+        assert torch.equal(value, b.state_dict()[key]), key
+    assert_grads_equal(run_backward(b, x), run_backward(a, x), atol=0, rtol=0)
+
+
+def test_feedback_tensors_are_in_the_state_dict():
+    keys = alignlab.convert(nn.Sequential(nn.Linear(3, 3)), rule="frsf").state_dict().keys()
+    assert set(keys) == {"0.weight", "0.bias", "0.feedback.R"}
+    keys = alignlab.convert(nn.Sequential(nn.Linear(3, 3)), rule="kp").state_dict().keys()
+    assert set(keys) == {"0.weight", "0.bias", "0.feedback.B"}
+
+
+def test_original_checkpoint_loads_into_converted_model():
+    ref = nn.Sequential(nn.Linear(3, 3))
+    model = alignlab.convert(copy.deepcopy(ref), rule="fa")
+    missing, unexpected = model.load_state_dict(ref.state_dict(), strict=False)
+    assert missing == ["0.feedback.B"] and unexpected == []
+
+
+def test_bad_rule_name_lists_the_valid_ones():
+    with pytest.raises(ValueError, match=r"unknown rule 'fb'; available rules: bp, fa, dfa, usf, brsf, frsf, kp"):
+        alignlab.convert(nn.Linear(2, 2), rule="fb")
+
+
+def test_bad_options_and_values():
+    with pytest.raises(ValueError, match=r"unknown option 'int' for rule 'fa'; valid options: init, match_norm"):
+        alignlab.convert(nn.Linear(2, 2), rule="fa", int="xavier")
+    with pytest.raises(ValueError, match=r"unknown option 'init' for rule 'bp'; valid options: \(none\)"):
+        alignlab.convert(nn.Linear(2, 2), rule="bp", init="xavier")
+    with pytest.raises(ValueError, match=r"init='normal' is not valid; choose one of 'kaiming', 'xavier'"):
+        alignlab.convert(nn.Linear(2, 2), rule="kp", init="normal")
+    with pytest.raises(ValueError, match=r"scale='big' is not valid"):
+        alignlab.convert(nn.Linear(2, 2), rule="usf", scale="big")
+    with pytest.raises(ValueError, match=r"scale=-1 is not valid"):
+        alignlab.convert(nn.Linear(2, 2), rule="dfa", scale=-1)
+
+
+def test_exclude_pattern_that_matches_nothing_is_an_error():
+    with pytest.raises(ValueError, match=r"exclude pattern 'fc9' matches no module; module names: 0, 1"):
+        alignlab.convert(nn.Sequential(nn.Linear(2, 2), nn.Linear(2, 2)), rule="fa", exclude=["fc9"])
+
+
+def test_dfa_outside_the_converted_forward_is_a_clear_error():
+    model = alignlab.convert(nn.Sequential(nn.Linear(2, 2), nn.Linear(2, 2)), rule="dfa")
+    with pytest.raises(RuntimeError, match="ran outside a forward pass"):
+        model[1](torch.randn(1, 2))
+    with torch.no_grad():  # inference is plain PyTorch
+        assert model[1](torch.randn(1, 2)).shape == (1, 2)
+
+
+def test_torchvision_models_convert():
+    tv = pytest.importorskip("torchvision")
+    model = alignlab.convert(tv.models.resnet18(num_classes=10), rule="fa")
+    layers = alignlab.converted_layers(model)
+    assert len(layers) == 21  # 20 convs (3 of them 1×1 downsamples) and the fc head
+    model(torch.randn(2, 3, 32, 32)).sum().backward()
+    assert model.conv1.weight.grad is not None
