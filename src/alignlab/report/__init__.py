@@ -1,0 +1,79 @@
+"""Reports over run directories: a Markdown summary table and one self-contained HTML page.
+
+>>> from alignlab.report import write_report
+>>> html_path, md_path = write_report(["runs/a", "runs/b"], "runs")   # doctest: +SKIP
+
+Runs are grouped by (dataset, model, rule); each group's final test accuracy is given as
+mean ± sample std over its seeds. Plots are matplotlib PNGs embedded in the page; matplotlib
+is imported only when a report is written.
+"""
+
+from __future__ import annotations
+
+import datetime
+import os
+import warnings
+from pathlib import Path
+from typing import Iterable
+
+from .groups import Group, group_runs, rule_order, sections
+from .plots import PLOTS, Plot, rule_colors
+from .render import atomic_write_text, render_html, render_markdown
+from .runs import Run, load_run
+
+DEFAULT_TITLE = "alignlab report"
+HTML_NAME = "report.html"
+MARKDOWN_NAME = "report.md"
+
+__all__ = ["PLOTS", "Group", "Plot", "Run", "load_run", "load_runs", "main_args", "write_report"]
+
+
+def load_runs(run_dirs: Iterable[str | os.PathLike]) -> list[Run]:
+    """Every run directory read with `load_run`; a directory given twice is read once."""
+    if isinstance(run_dirs, (str, os.PathLike)):
+        run_dirs = [run_dirs]
+    runs: list[Run] = []
+    seen: set[Path] = set()
+    for run_dir in run_dirs:
+        run = load_run(run_dir)
+        key = run.path.resolve()
+        if key in seen:
+            warnings.warn(f"{run.path}: given more than once; counted once", stacklevel=2)
+            continue
+        seen.add(key)
+        runs.append(run)
+    if not runs:
+        raise ValueError("no run directories given")
+    return runs
+
+
+def write_report(run_dirs: Iterable[str | os.PathLike], out_dir: str | os.PathLike,
+                 title: str | None = None) -> tuple[Path, Path]:
+    """Write ``report.html`` and ``report.md`` for ``run_dirs`` into ``out_dir``; return both paths.
+
+    A ValueError (one line, naming the path) for an empty list or a path that is not a run
+    directory. Both files are written atomically; ``out_dir`` is created when missing.
+    """
+    runs = load_runs(run_dirs)
+    title = title or DEFAULT_TITLE
+    generated = datetime.datetime.now().astimezone().isoformat(sep=" ", timespec="seconds")
+    groups = group_runs(runs)
+    colors = rule_colors(rule_order(runs))
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    html_path, markdown_path = out / HTML_NAME, out / MARKDOWN_NAME
+    atomic_write_text(markdown_path, render_markdown(title, generated, groups, runs))
+    atomic_write_text(html_path, render_html(title, generated, groups, sections(groups), runs, colors))
+    return html_path, markdown_path
+
+
+def main_args(run_dirs: Iterable[str | os.PathLike], out_dir: str | os.PathLike | None = None,
+              title: str | None = None) -> int:
+    """Write the report (into the first run's parent folder by default), print where; return 0."""
+    run_dirs = list(run_dirs) if not isinstance(run_dirs, (str, os.PathLike)) else [run_dirs]
+    if not run_dirs:
+        raise ValueError("no run directories given")
+    out = Path(out_dir) if out_dir is not None else Path(run_dirs[0]).parent
+    html_path, markdown_path = write_report(run_dirs, out, title)
+    print(f"report: {html_path}\ntable:  {markdown_path}")
+    return 0

@@ -1,0 +1,167 @@
+"""The report's plots: one list of plot functions, each drawn once per (dataset, model).
+
+A plot function takes a `Section` and the rule colours and returns a matplotlib Figure, or
+None when the section has nothing for it to show. To add a plot kind (alignment angles per
+layer, effective ranks, ...), write such a function and append a `Plot` to `PLOTS`.
+
+matplotlib is imported inside the functions, with the Agg canvas and no pyplot state, so
+that importing alignlab never imports it.
+"""
+
+from __future__ import annotations
+
+import base64
+import io
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Callable, Mapping
+
+from .groups import EPOCH_TIME, TEST_ACC, TEST_LOSS, TRAIN_LOSS, Group, Section, Stat, curve
+
+if TYPE_CHECKING:
+    from matplotlib.axes import Axes
+    from matplotlib.figure import Figure
+
+Colors = Mapping[str, tuple[float, float, float, float]]
+PlotFunction = Callable[[Section, Colors], "Figure | None"]
+
+
+@dataclass(frozen=True)
+class Plot:
+    """A named plot kind."""
+
+    title: str
+    draw: PlotFunction
+
+
+def rule_colors(rules: list[str]) -> dict[str, tuple[float, float, float, float]]:
+    """One colour per rule label, in order, shared by every figure of a report."""
+    from matplotlib import colormaps
+
+    palette = colormaps["tab10"].colors + colormaps["Dark2"].colors
+    return {rule: (*palette[index % len(palette)], 1.0) for index, rule in enumerate(rules)}
+
+
+def figure_png_base64(figure: "Figure") -> str:
+    """The figure as a PNG, base64-encoded (ASCII)."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+
+    FigureCanvasAgg(figure)
+    buffer = io.BytesIO()
+    figure.savefig(buffer, format="png", dpi=96)
+    return base64.b64encode(buffer.getvalue()).decode("ascii")
+
+
+def learning_curves(section: Section, colors: Colors) -> "Figure | None":
+    """Test accuracy and train loss against epoch: per rule the mean over seeds and a min–max band.
+
+    Test loss stands in for test accuracy when no run has one (regression tasks). Unfinished
+    runs in a group that also has finished ones are drawn dashed, on their own, up to the
+    epoch they reached.
+    """
+    from matplotlib.ticker import MaxNLocator
+
+    has_accuracy = any(run.values(TEST_ACC) for group in section.groups for run in group.runs)
+    first = (TEST_ACC, "test accuracy (%)", 100.0) if has_accuracy else (TEST_LOSS, "test loss", 1.0)
+    panels = [first, (TRAIN_LOSS, "train loss", 1.0)]
+    figure, axes = _new_figure(len(panels), width_per_panel=5.0, height=3.6)
+    drawn = False
+    for ax, (key, label, scale) in zip(axes, panels):
+        for group in section.groups:
+            drawn |= _draw_group_curves(ax, group, key, scale, colors[group.rule])
+        ax.set_xlabel("epoch")
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        ax.set_ylabel(label)
+        ax.grid(alpha=0.3)
+    if not drawn:
+        return None
+    labelled = [ax for ax in axes if ax.get_legend_handles_labels()[1]]
+    labelled[0].legend(fontsize="small")
+    figure.suptitle(_plain(f"{section.title}: learning curves"))
+    return figure
+
+
+def final_accuracy_bars(section: Section, colors: Colors) -> "Figure | None":
+    """Final test accuracy per rule: the mean over seeds with the sample std as error bar."""
+    return _stat_bars(section, colors, lambda g: g.test_acc, 100.0, "final test accuracy (%)")
+
+
+def epoch_time_bars(section: Section, colors: Colors) -> "Figure | None":
+    """Mean seconds per epoch per rule, with the std over seeds as error bar."""
+    return _stat_bars(section, colors, lambda g: g.epoch_time, 1.0, "time per epoch (s)")
+
+
+PLOTS: list[Plot] = [
+    Plot("Learning curves", learning_curves),
+    Plot("Final test accuracy", final_accuracy_bars),
+    Plot("Time per epoch", epoch_time_bars),
+]
+
+
+def _draw_group_curves(ax: "Axes", group: Group, key: str, scale: float, color) -> bool:
+    """Draw one group's mean line, band and extra unfinished runs; True when anything was drawn."""
+    drawn = False
+    mean = curve(group.counted, key)
+    if mean is not None:
+        label = f"{group.rule} (unfinished)" if group.partial else group.rule
+        ax.plot(mean.epochs, [v * scale for v in mean.mean], color=color, marker="o",
+                markersize=3, label=_plain(label))
+        if len(group.counted) > 1:
+            ax.fill_between(mean.epochs, [v * scale for v in mean.low],
+                            [v * scale for v in mean.high], color=color, alpha=0.2, linewidth=0)
+        drawn = True
+    if group.partial:
+        return drawn
+    for run in group.unfinished:
+        points = run.values(key)
+        if points:
+            ax.plot([e for e, _ in points], [v * scale for _, v in points], color=color,
+                    linestyle="--", marker="x", markersize=3,
+                    label=_plain(f"{group.rule}: {run.name} (unfinished)"))
+            drawn = True
+    return drawn
+
+
+def _stat_bars(section: Section, colors: Colors, stat_of: Callable[[Group], Stat],
+               scale: float, label: str) -> "Figure | None":
+    """A bar per group with a mean, error bars from the std (none for a single seed)."""
+    shown = [(group, stat_of(group)) for group in section.groups]
+    shown = [(group, stat) for group, stat in shown if stat.mean is not None]
+    if not shown:
+        return None
+    figure, (ax,) = _new_figure(1, width_per_panel=max(4.0, 1.1 * len(shown) + 2), height=3.4)
+    positions = list(range(len(shown)))
+    heights = [stat.mean * scale for _, stat in shown]
+    errors = [(stat.std or 0.0) * scale for _, stat in shown]
+    bars = ax.bar(positions, heights, yerr=errors, capsize=4,
+                  color=[colors[group.rule] for group, _ in shown],
+                  hatch=[("//" if group.partial else None) for group, _ in shown])
+    for bar, height, error in zip(bars, heights, errors):
+        ax.annotate(f"{height:.2f}", (bar.get_x() + bar.get_width() / 2, height + error),
+                    xytext=(0, 2), textcoords="offset points", ha="center", va="bottom",
+                    fontsize="small")
+    ax.set_xticks(positions, [_plain(_bar_label(group, stat)) for group, stat in shown],
+                  rotation=20 if len(shown) > 4 else 0, ha="right" if len(shown) > 4 else "center")
+    ax.set_ylabel(label)
+    ax.grid(axis="y", alpha=0.3)
+    ax.margins(y=0.15)
+    figure.suptitle(_plain(f"{section.title}: {label}"))
+    return figure
+
+
+def _bar_label(group: Group, stat: Stat) -> str:
+    suffix = " (unfinished)" if group.partial else ""
+    return f"{group.rule}{suffix}\nn={stat.n}"
+
+
+def _new_figure(panels: int, width_per_panel: float, height: float) -> tuple["Figure", list["Axes"]]:
+    """A Figure (no pyplot) with ``panels`` axes side by side."""
+    from matplotlib.figure import Figure
+
+    figure = Figure(figsize=(width_per_panel * panels, height), layout="constrained")
+    axes = figure.subplots(1, panels, squeeze=False)[0]
+    return figure, list(axes)
+
+
+def _plain(text: str) -> str:
+    """Text that matplotlib shows as typed: ``$`` would otherwise start mathtext."""
+    return text.replace("$", r"\$")
