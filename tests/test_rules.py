@@ -87,8 +87,12 @@ def test_brsf_redraws_magnitudes_each_step_reproducibly():
     # a second layer with the same seed draws the same magnitudes, in the same order
     assert torch.equal(b.feedback.matrix(b.weight).abs(), B0.abs())
     with torch.no_grad():
-        b.weight.add_(0)  # any change of W is a new step
+        b.weight.add_(0)  # W's values unchanged: no new draw
+    assert torch.equal(b.feedback.matrix(b.weight).abs(), B0.abs())
+    with torch.no_grad():
+        b.weight.add_(1e-3)  # any change of W's values is a new step
     assert torch.equal(b.feedback.matrix(b.weight).abs(), B1.abs())
+    assert torch.equal(b.feedback.R, B1.abs()) and "feedback.R" in dict(b.named_buffers())
 
 
 def test_kp_gives_b_the_weight_gradient_as_a_separate_tensor():
