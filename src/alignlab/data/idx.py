@@ -12,17 +12,15 @@ import gzip
 import os
 import struct
 import sys
-import zlib
 from math import prod
 from pathlib import Path
 
 import torch
 
 from .errors import DatasetError
+from .rawfile import read_maybe_gzip
 
 PathLike = str | os.PathLike[str]
-
-GZIP_MAGIC = b"\x1f\x8b"
 
 # IDX type code -> torch dtype.  All multi-byte types are big-endian on disk.
 IDX_DTYPES: dict[int, torch.dtype] = {
@@ -44,7 +42,7 @@ def read_idx(path: PathLike) -> torch.Tensor:
     payload is not exactly as long as its header says.
     """
     path = Path(path)
-    data = _read_bytes(path)
+    data = read_maybe_gzip(path, "IDX")
     dtype, shape, offset = _parse_header(path, data)
     _check_payload_length(path, data, dtype, shape, offset)
     return _decode(data, dtype, shape, offset)
@@ -62,29 +60,6 @@ def write_idx(path: PathLike, tensor: torch.Tensor) -> None:
     if path.name.endswith(".gz"):
         blob = gzip.compress(blob)
     path.write_bytes(blob)
-
-
-def _read_bytes(path: Path) -> bytearray:
-    """Read ``path`` whole, decompressing it if it is gzipped."""
-    try:
-        raw = path.read_bytes()
-    except FileNotFoundError:
-        raise DatasetError(f"{path}: expected an IDX file, found no such file") from None
-    except OSError as err:
-        raise DatasetError(f"{path}: expected a readable IDX file, found {_reason(err)}") from None
-    if not raw.startswith(GZIP_MAGIC):
-        return bytearray(raw)
-    try:
-        return bytearray(gzip.decompress(raw))
-    except EOFError:
-        raise DatasetError(
-            f"{path}: expected a complete gzip stream, found it truncated "
-            f"after {len(raw)} compressed bytes"
-        ) from None
-    except (OSError, zlib.error) as err:
-        raise DatasetError(
-            f"{path}: expected a valid gzip stream, found corrupt data ({_reason(err)})"
-        ) from None
 
 
 def _parse_header(path: Path, data: bytearray) -> tuple[torch.dtype, tuple[int, ...], int]:
@@ -152,9 +127,3 @@ def _encode(tensor: torch.Tensor) -> bytes:
 
 def _dtype_name(dtype: torch.dtype) -> str:
     return str(dtype).removeprefix("torch.")
-
-
-def _reason(err: BaseException) -> str:
-    """A short one-line description of an OS or compression error."""
-    text = getattr(err, "strerror", None) or str(err) or type(err).__name__
-    return " ".join(str(text).split())

@@ -9,7 +9,10 @@ Directories are searched in this order:
    (``~/.cache/alignlab/<name>`` when ``XDG_CACHE_HOME`` is unset).
 
 A directory matches when every required file is in it, either gzipped
-(``<file>.gz``) or not.
+(``<file>.gz``) or not.  Required files may be relative paths with folders
+(CIFAR's ``cifar-10-batches-bin/data_batch_1.bin``), as its archive unpacks.
+
+Downloads (see :mod:`alignlab.data.download`) go to :func:`download_dir`.
 """
 
 from __future__ import annotations
@@ -26,11 +29,24 @@ ENV_VAR = "ALIGNLAB_DATA"
 DEBIAN_ROOT = Path("/usr/share/datasets")
 
 # How to get each known dataset, appended to the "not found" message.
+_IDX_HINT = (
+    "put the four {} IDX files (train-images-idx3-ubyte.gz, train-labels-idx1-ubyte.gz, "
+    "t10k-images-idx3-ubyte.gz, t10k-labels-idx1-ubyte.gz) in one of those directories, "
+    "or load it with download=True"
+)
+_CIFAR_HINT = (
+    "unpack {} into one of those directories (it holds the folder {}), "
+    "or load it with download=True"
+)
 HOW_TO_GET: dict[str, str] = {
     "fashion-mnist": (
         "install it with `apt-get install dataset-fashion-mnist`, or put the four "
-        "Fashion-MNIST IDX .gz files in one of those directories"
+        "Fashion-MNIST IDX .gz files in one of those directories, or load it with download=True"
     ),
+    "mnist": _IDX_HINT.format("MNIST"),
+    "kmnist": _IDX_HINT.format("KMNIST"),
+    "cifar10": _CIFAR_HINT.format("cifar-10-binary.tar.gz", "cifar-10-batches-bin"),
+    "cifar100": _CIFAR_HINT.format("cifar-100-binary.tar.gz", "cifar-100-binary"),
 }
 
 
@@ -51,6 +67,15 @@ def candidate_dirs(name: str, data_dir: PathLike | None = None) -> list[Path]:
         dirs += [Path(env) / name, Path(env)]
     dirs += [DEBIAN_ROOT / name, cache_dir() / name]
     return dirs
+
+
+def download_dir(name: str, data_dir: PathLike | None = None) -> Path:
+    """Where a download of dataset ``name`` is stored.
+
+    That is ``data_dir`` when one is given (the only place then searched, so
+    the files must land there), else the user cache ``cache_dir() / name``.
+    """
+    return Path(data_dir) if data_dir is not None else cache_dir() / name
 
 
 def find_file(directory: Path, filename: str) -> Path | None:
@@ -85,4 +110,9 @@ def _describe_missing(directory: Path, missing: list[str], filenames: Sequence[s
         return "no such directory"
     if len(missing) == len(filenames):
         return "none of its files"
-    return "missing " + ", ".join(f"{f}.gz" for f in missing)
+    return "missing " + ", ".join(_usual_name(f) for f in missing)
+
+
+def _usual_name(filename: str) -> str:
+    """The name a required file usually has on disk: bare IDX names are gzipped."""
+    return filename if "." in Path(filename).name else f"{filename}.gz"

@@ -1,4 +1,10 @@
-"""Load MNIST-style datasets (IDX image and label files) such as Fashion-MNIST."""
+"""Load MNIST-style datasets (IDX image and label files): MNIST, Fashion-MNIST, KMNIST.
+
+All three ship the same four files, ``train-images-idx3-ubyte``,
+``train-labels-idx1-ubyte``, ``t10k-images-idx3-ubyte`` and
+``t10k-labels-idx1-ubyte`` (each usually gzipped), with 28x28 uint8 images
+and labels ``0..9``.
+"""
 
 from __future__ import annotations
 
@@ -24,18 +30,31 @@ TEST_LABELS = "t10k-labels-idx1-ubyte"
 MNIST_FILES = (TRAIN_IMAGES, TRAIN_LABELS, TEST_IMAGES, TEST_LABELS)
 
 Split = tuple[torch.Tensor, torch.Tensor]
+Splits = tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]
 
 
-def load_fashion_mnist(
-    data_dir: PathLike | None = None,
-) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+def load_fashion_mnist(data_dir: PathLike | None = None) -> Splits:
     """Return ``(train_x, train_y, test_x, test_y)`` for Fashion-MNIST.
 
     Images are uint8 tensors of shape ``[N, 28, 28]`` (60000 train, 10000
     test in the real data set); labels are int64 class indices in ``0..9``.
     See :mod:`alignlab.data.locate` for where the files are looked for.
     """
-    directory = locate(FASHION_MNIST, MNIST_FILES, data_dir)
+    return load_idx_dataset(FASHION_MNIST, data_dir)
+
+
+def load_idx_dataset(name: str, data_dir: PathLike | None = None) -> Splits:
+    """Return ``(train_x, train_y, test_x, test_y)`` of the MNIST-style dataset ``name``.
+
+    ``name`` is the directory name looked for (``"mnist"``, ``"kmnist"``, ...);
+    images are uint8 ``[N, 28, 28]``, labels int64 in ``0..9``.
+    """
+    directory = locate(name, MNIST_FILES, data_dir)
+    return read_idx_dir(directory)
+
+
+def read_idx_dir(directory: Path) -> Splits:
+    """Read the four MNIST-style files from ``directory``."""
     train_x, train_y = load_split(directory, TRAIN_IMAGES, TRAIN_LABELS)
     test_x, test_y = load_split(directory, TEST_IMAGES, TEST_LABELS)
     return train_x, train_y, test_x, test_y
