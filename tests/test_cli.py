@@ -45,7 +45,7 @@ def test_rules_lists_available_rules(capsys: pytest.CaptureFixture[str]) -> None
     "argv, fragment",
     [
         ([], "required: COMMAND"),
-        (["train"], "invalid choice: 'train'"),
+        (["tran"], "invalid choice: 'tran'"),
         (["demo", "--epochs", "0"], "argument --epochs: expected a positive integer, got 0"),
         (["demo", "--epochs", "two"], "argument --epochs: expected a positive integer, got 'two'"),
         (["demo", "--bogus"], "unrecognized arguments: --bogus"),

@@ -1,10 +1,22 @@
-"""The ``alignlab`` command line: ``alignlab demo`` and ``alignlab rules``."""
+"""The ``alignlab`` command line.
+
+    alignlab train [CONFIG.yaml] [key=value ...]        one run
+    alignlab train --resume RUN_DIR                     continue a stopped run
+    alignlab compare [CONFIG.yaml] --rules bp,fa,... [--seeds 0,1] [--models mlp,lenet] [key=value ...]
+    alignlab report RUN_DIR... [-o OUT_DIR]
+    alignlab demo [--epochs N] [--data-dir D]           BP vs FA on Fashion-MNIST, in a minute
+    alignlab rules                                      list the learning rules
+
+Bad input is one line on stderr, ``alignlab: error: ...``, and exit status 2; a diverged run
+exits with 1 and keeps its last good checkpoint.
+"""
 
 from __future__ import annotations
 
 import argparse
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 
 from alignlab.data.errors import DatasetError
 
@@ -22,6 +34,64 @@ def positive_int(text: str) -> int:
     return value
 
 
+def name_list(text: str) -> list[str]:
+    """argparse type for ``a,b,c``."""
+    items = [t.strip() for t in text.split(",") if t.strip()]
+    if not items:
+        raise argparse.ArgumentTypeError(f"expected a comma-separated list, got {text!r}")
+    return items
+
+
+def int_list(text: str) -> list[int]:
+    try:
+        return [int(t) for t in name_list(text)]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated integers, got {text!r}") from None
+
+
+def split_config_args(args: list[str]) -> tuple[str | None, list[str]]:
+    """The optional leading CONFIG.yaml and the key=value overrides."""
+    config = None
+    if args and "=" not in args[0]:
+        config, args = args[0], args[1:]
+    for a in args:
+        if "=" not in a:
+            raise ValueError(f"expected key=value, got {a!r} (only the first argument may be a config file)")
+    return config, args
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    from alignlab.train import load_config, train
+
+    if args.resume:
+        if args.config:
+            raise ValueError("--resume takes its config from the run directory; give no config or overrides")
+        run_dir = train(resume=args.resume)
+    else:
+        run_dir = train(load_config(*split_config_args(args.config)))
+    print(f"run finished: {run_dir}")
+    return 0
+
+
+def cmd_compare(args: argparse.Namespace) -> int:
+    from alignlab.train import load_config
+    from alignlab.train.compare import compare
+
+    cfg = load_config(*split_config_args(args.config))
+    root = compare(cfg, args.rules, args.seeds, args.models, args.name)
+    print(f"report: {root / 'report.html'}\ntable:  {root / 'report.md'}")
+    return 0
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    from alignlab.report import write_report
+
+    out = Path(args.out) if args.out else Path(args.run_dirs[0]).parent
+    html, md = write_report(args.run_dirs, out)
+    print(f"report: {html}\ntable:  {md}")
+    return 0
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
     from alignlab.demo import run_demo
 
@@ -37,29 +107,38 @@ def cmd_rules(args: argparse.Namespace) -> int:
     return 0
 
 
+def _add_config_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("config", nargs="*", metavar="[CONFIG.yaml] key=value",
+                   help="a YAML config file, then overrides such as rule=fa optim.lr=0.01")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog=PROG, description="Feedback-alignment learning rules for PyTorch."
-    )
+    parser = argparse.ArgumentParser(prog=PROG, description="Train networks without weight transport.")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    demo = commands.add_parser(
-        "demo", help="train an MLP on Fashion-MNIST with backprop and with feedback alignment"
-    )
-    demo.add_argument(
-        "--epochs",
-        type=positive_int,
-        default=2,
-        metavar="N",
-        help="training epochs per rule (default: 2)",
-    )
-    demo.add_argument(
-        "--data-dir",
-        default=None,
-        metavar="D",
-        help="directory holding the Fashion-MNIST IDX files "
-        "(default: search $ALIGNLAB_DATA, /usr/share/datasets, the user cache)",
-    )
+    train = commands.add_parser("train", help="train one run")
+    _add_config_args(train)
+    train.add_argument("--resume", metavar="RUN_DIR", help="continue the run in RUN_DIR from its last checkpoint")
+    train.set_defaults(handler=cmd_train)
+
+    compare = commands.add_parser("compare", help="one config under several rules and seeds, then a report")
+    _add_config_args(compare)
+    compare.add_argument("--rules", type=name_list, required=True, help="e.g. bp,fa,dfa,usf,kp")
+    compare.add_argument("--seeds", type=int_list, default=[0], help="e.g. 0,1,2 (default 0)")
+    compare.add_argument("--models", type=name_list, default=None, help="e.g. mlp,lenet (default: the config's)")
+    compare.add_argument("--name", default=None, help="folder under out_dir (default compare-<dataset>)")
+    compare.set_defaults(handler=cmd_compare)
+
+    report = commands.add_parser("report", help="HTML + Markdown report of finished runs")
+    report.add_argument("run_dirs", nargs="+", metavar="RUN_DIR")
+    report.add_argument("-o", "--out", default=None, help="output folder (default: the first run's parent)")
+    report.set_defaults(handler=cmd_report)
+
+    demo = commands.add_parser("demo", help="train an MLP on Fashion-MNIST with backprop and with feedback alignment")
+    demo.add_argument("--epochs", type=positive_int, default=2, metavar="N", help="training epochs per rule (default: 2)")
+    demo.add_argument("--data-dir", default=None, metavar="D",
+                      help="directory holding the Fashion-MNIST IDX files "
+                      "(default: search $ALIGNLAB_DATA, /usr/share/datasets, the user cache)")
     demo.set_defaults(handler=cmd_demo)
 
     rules = commands.add_parser("rules", help="list the available learning rules")
@@ -70,8 +149,20 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line; return the exit status."""
     args = build_parser().parse_args(argv)
+    from alignlab.train import TrainingDiverged
+
     try:
         return args.handler(args)
-    except DatasetError as err:
+    except (DatasetError, ValueError) as err:
         print(f"{PROG}: error: {err}", file=sys.stderr)
         return 2
+    except TrainingDiverged as err:
+        print(f"{PROG}: error: {err}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print(f"{PROG}: interrupted; continue with: alignlab train --resume RUN_DIR", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -26,7 +26,13 @@ def as_samples(x: Tensor, conv: bool = False) -> Tensor:
 
 
 def singular_values(x: Tensor, conv: bool = False) -> Tensor:
-    return torch.linalg.svdvals(as_samples(x, conv))
+    """Singular values, largest first. A tall matrix (many samples, as conv maps give) goes
+    through its small Gram matrix: σ = √eig(XᵀX), in float64."""
+    m = as_samples(x, conv)
+    if m.shape[0] <= 4 * m.shape[1]:
+        return torch.linalg.svdvals(m)
+    m = m.double()
+    return torch.linalg.eigvalsh(m.T @ m).clamp_min(0).sqrt().flip(0).float()
 
 
 def effective_rank(x: Tensor, conv: bool = False) -> float:
@@ -49,6 +55,6 @@ def participation_ratio(x: Tensor, conv: bool = False) -> float:
     """tr(C)² / ‖C‖_F² = (Σλᵢ)² / Σλᵢ², C the feature covariance of the centred samples."""
     m = as_samples(x, conv)
     m = m - m.mean(dim=0, keepdim=True)
-    lam = torch.linalg.svdvals(m) ** 2  # eigenvalues of mᵀm, proportional to C's
+    lam = singular_values(m) ** 2  # eigenvalues of mᵀm, proportional to C's
     denom = (lam**2).sum()
     return 0.0 if denom == 0 else float(lam.sum() ** 2 / denom)

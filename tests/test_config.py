@@ -1,0 +1,65 @@
+"""Run configs: YAML + overrides, every key and type checked."""
+
+import pytest
+
+from alignlab.train.config import RunConfig, config_from_dict, load_config, to_dict
+
+
+def test_defaults_yaml_and_overrides(tmp_path):
+    path = tmp_path / "c.yaml"
+    path.write_text("rule: fa\nepochs: 3\nmodel:\n  name: lenet\n  norm: batch\noptim: {lr: 0.01}\n")
+    cfg = load_config(path, ["optim.lr=0.1", "model.options.width=64", "rule_options.init=xavier",
+                             "exclude=[head]", "data.data_dir=/tmp/x"])
+    assert (cfg.rule, cfg.epochs, cfg.model.name, cfg.model.norm) == ("fa", 3, "lenet", "batch")
+    assert cfg.optim.lr == 0.1 and isinstance(cfg.optim.lr, float)
+    assert cfg.model.options == {"width": 64} and cfg.rule_options == {"init": "xavier"}
+    assert cfg.exclude == ["head"] and cfg.data.data_dir == "/tmp/x"
+    assert cfg.batch_size == RunConfig().batch_size  # untouched keys keep their defaults
+    assert cfg.run_name() == "fashion-mnist-lenet-fa-s0"
+
+
+def test_int_given_for_float_is_accepted():
+    assert load_config(None, ["optim.lr=1"]).optim.lr == 1.0
+
+
+def test_round_trip_through_dict():
+    cfg = load_config(None, ["rule=kp", "model.options.depth=3"])
+    assert config_from_dict(to_dict(cfg)) == cfg
+
+
+@pytest.mark.parametrize("override, message", [
+    ("optim.lrr=0.1", "unknown config key 'optim.lrr'; valid keys under 'optim': name, lr, momentum, weight_decay, schedule"),
+    ("epoch=3", "unknown config key 'epoch'; valid keys at the top level: rule, rule_options"),
+    ("epochs=three", "config key 'epochs' must be int, got 'three'"),
+    ("epochs=0", "config key 'epochs' must be >= 1, got 0"),
+    ("progress=maybe", "config key 'progress' must be bool, got 'maybe'"),
+    ("optim=adam", "config key 'optim' is a section"),
+    ("optim.lr.x=1", "config key 'optim.lr' has no sub-keys"),
+    ("rule=fb", "unknown rule 'fb'; available rules: bp, fa, dfa"),
+    ("rule_options.scale=2", "unknown option 'scale' for rule 'bp'; valid options: (none)"),
+    ("optim.name=rmsprop", "config key 'optim.name': 'rmsprop' is not valid; choose one of sgd, adam, adamw"),
+    ("optim.lr=-1", "config key 'optim.lr' must be > 0"),
+    ("justtext", "override 'justtext' is not of the form key=value"),
+])
+def test_bad_overrides_name_the_key_and_the_valid_choices(override, message):
+    with pytest.raises(ValueError) as err:
+        load_config(None, [override])
+    assert message in str(err.value)
+    assert "\n" not in str(err.value)
+
+
+def test_bad_files(tmp_path):
+    with pytest.raises(ValueError, match="does not exist"):
+        load_config(tmp_path / "none.yaml")
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("rule: [unclosed\n")
+    with pytest.raises(ValueError, match="is not valid YAML"):
+        load_config(bad)
+    listy = tmp_path / "list.yaml"
+    listy.write_text("- a\n- b\n")
+    with pytest.raises(ValueError, match="must hold a mapping, got list"):
+        load_config(listy)
+    unknown = tmp_path / "unknown.yaml"
+    unknown.write_text("model:\n  nme: mlp\n")
+    with pytest.raises(ValueError, match="unknown config key 'model.nme'; valid keys under 'model': name, norm, options"):
+        load_config(unknown)

@@ -1,0 +1,166 @@
+"""The training loop: run files, determinism, resume after a kill, divergence, compare."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from alignlab.cli import main
+from alignlab.data import write_idx
+from alignlab.train import TrainingDiverged, load_config, train
+from alignlab.train import loop
+from alignlab.train.checkpoint import load_checkpoint
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def fake_fashion(directory: Path, n_train: int, n_test: int = 200) -> Path:
+    """A small learnable dataset in Fashion-MNIST's real IDX files: class k lights rows 2k, 2k+1."""
+    directory.mkdir(parents=True, exist_ok=True)
+    gen = torch.Generator().manual_seed(0)
+    for prefix, n in (("train", n_train), ("t10k", n_test)):
+        labels = torch.randint(0, 10, (n,), generator=gen)
+        images = torch.randint(0, 100, (n, 28, 28), generator=gen, dtype=torch.uint8)
+        images[(torch.arange(28)[None, :] // 2) == labels[:, None]] = 255
+        write_idx(directory / f"{prefix}-images-idx3-ubyte.gz", images)
+        write_idx(directory / f"{prefix}-labels-idx1-ubyte.gz", labels.to(torch.uint8))
+    return directory
+
+
+@pytest.fixture(scope="module")
+def small_data(tmp_path_factory):
+    return fake_fashion(tmp_path_factory.mktemp("fashion"), n_train=512)
+
+
+def overrides(data_dir, out_dir, *extra):
+    return [f"data.data_dir={data_dir}", f"out_dir={out_dir}", "progress=false", "epochs=3", "batch_size=64",
+            "model.options.width=32", "model.options.depth=1", "rule=fa", *extra]
+
+
+def read_metrics(run_dir):
+    lines = (Path(run_dir) / "metrics.jsonl").read_text().splitlines()
+    return [{k: v for k, v in json.loads(l).items() if k != "epoch_time"} for l in lines]
+
+
+def test_a_run_writes_its_files_and_learns(small_data, tmp_path):
+    run_dir = train(load_config(None, overrides(small_data, tmp_path, "name=r", "rule=frsf")))
+    assert run_dir == tmp_path / "r"
+    names = {p.name for p in run_dir.iterdir()}
+    assert {"config.yaml", "meta.json", "metrics.jsonl", "checkpoint.pt", "summary.json", "tb"} <= names
+    assert any(p.name.startswith("events.out.tfevents") for p in (run_dir / "tb").iterdir())
+    metrics = read_metrics(run_dir)
+    assert [m["epoch"] for m in metrics] == [1, 2, 3] and metrics[-1]["step"] == 3 * 8
+    assert metrics[-1]["test_acc"] > 0.5  # chance: 0.1
+    meta = json.loads((run_dir / "meta.json").read_text())
+    assert meta["torch_version"] == torch.__version__ and "alignlab_version" in meta
+    summary = json.loads((run_dir / "summary.json").read_text())
+    assert summary["status"] == "done" and summary["final"]["epoch"] == 3
+    state = load_checkpoint(run_dir / "checkpoint.pt")
+    assert state["epoch"] == 3 and any(".feedback.R" in k for k in state["model"])  # feedback tensors saved
+
+
+def test_same_seed_same_metrics_bit_for_bit(small_data, tmp_path):
+    a = train(load_config(None, overrides(small_data, tmp_path, "name=a", "rule=brsf")))
+    b = train(load_config(None, overrides(small_data, tmp_path, "name=b", "rule=brsf")))
+    c = train(load_config(None, overrides(small_data, tmp_path, "name=c", "rule=brsf", "seed=1")))
+    assert read_metrics(a) == read_metrics(b)
+    assert read_metrics(a) != read_metrics(c)
+
+
+def test_existing_run_dir_is_never_overwritten(small_data, tmp_path):
+    cfg = load_config(None, overrides(small_data, tmp_path, "name=r", "epochs=1"))
+    run_dir = train(cfg)
+    before = (run_dir / "metrics.jsonl").read_bytes()
+    with pytest.raises(ValueError, match="already exists; resume it with --resume"):
+        train(cfg)
+    assert (run_dir / "metrics.jsonl").read_bytes() == before
+
+
+@pytest.mark.parametrize("rule", ["dfa", "brsf", "kp"])
+def test_resume_after_interruption_gives_identical_metrics(small_data, tmp_path, monkeypatch, rule):
+    extra = (f"rule={rule}", "optim.schedule=cosine", "data.augment=false")
+    full = train(load_config(None, overrides(small_data, tmp_path, "name=full", *extra)))
+
+    real_evaluate = loop.evaluate
+
+    def crash_in_epoch_2(cfg, s):
+        if read_metrics(tmp_path / "cut"):
+            raise KeyboardInterrupt  # stops in epoch 2, after epoch 1's checkpoint
+        return real_evaluate(cfg, s)
+
+    monkeypatch.setattr(loop, "evaluate", crash_in_epoch_2)
+    with pytest.raises(KeyboardInterrupt):
+        train(load_config(None, overrides(small_data, tmp_path, "name=cut", *extra)))
+    monkeypatch.setattr(loop, "evaluate", real_evaluate)
+    assert len(read_metrics(tmp_path / "cut")) == 1 and not (tmp_path / "cut" / "summary.json").exists()
+    train(resume=tmp_path / "cut")
+    assert read_metrics(tmp_path / "cut") == read_metrics(full)
+
+
+def test_resume_after_kill_9(tmp_path):
+    data_dir = fake_fashion(tmp_path / "data", n_train=4096)
+    args = overrides(data_dir, tmp_path, "name=k", "epochs=4")
+    cmd = [sys.executable, "-m", "alignlab", "train", *args]
+    env = dict(os.environ, PYTHONPATH=str(ROOT / "src"))
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    ckpt = tmp_path / "k" / "checkpoint.pt"
+    deadline = time.time() + 120
+    while not ckpt.exists() and proc.poll() is None and time.time() < deadline:
+        time.sleep(0.02)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert proc.returncode == -signal.SIGKILL, "the run ended before it could be killed"
+    assert not (tmp_path / "k" / "summary.json").exists()
+    assert main(["train", "--resume", str(tmp_path / "k")]) == 0
+    full = train(load_config(None, overrides(data_dir, tmp_path, "name=full", "epochs=4")))
+    assert read_metrics(tmp_path / "k") == read_metrics(full)
+
+
+def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(small_data, tmp_path, monkeypatch, capsys):
+    real_batches = loop.data.batches
+
+    def poisoned(*args, epoch=0, **kwargs):
+        for x, y in real_batches(*args, epoch=epoch, **kwargs):
+            yield (x * float("nan") if epoch == 2 else x), y
+
+    monkeypatch.setattr(loop.data, "batches", poisoned)
+    args = overrides(small_data, tmp_path, "name=n")
+    assert main(["train", *args]) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err[-1].startswith("alignlab: error: loss is nan at epoch 2; stopped")
+    state = load_checkpoint(tmp_path / "n" / "checkpoint.pt")
+    assert state["epoch"] == 1 and all(torch.isfinite(v).all() for v in state["model"].values() if v.is_floating_point())
+    assert len(read_metrics(tmp_path / "n")) == 1
+    with pytest.raises(TrainingDiverged):
+        train(resume=tmp_path / "n")
+
+
+def test_cli_bad_config_key_is_one_line_and_writes_nothing(tmp_path, capsys):
+    assert main(["train", f"out_dir={tmp_path}", "optim.lrr=3"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err == ("alignlab: error: unknown config key 'optim.lrr'; valid keys under 'optim': "
+                   "name, lr, momentum, weight_decay, schedule")
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_compare_runs_every_rule_and_seed_then_reports(small_data, tmp_path, capsys):
+    args = ["compare", *overrides(small_data, tmp_path, "epochs=1"), "--rules", "bp,dfa", "--seeds", "0,1",
+            "--name", "cmp"]
+    assert main(args) == 0
+    root = tmp_path / "cmp"
+    assert sorted(p.name for p in root.iterdir() if p.is_dir()) == ["mlp-bp-s0", "mlp-bp-s1", "mlp-dfa-s0", "mlp-dfa-s1"]
+    assert (root / "report.html").is_file() and "| bp" in (root / "report.md").read_text()
+    cka = json.loads((root / "cka.json").read_text())
+    layers = cka["values"]["mlp"]["dfa"]
+    assert list(cka["values"]["mlp"]) == ["dfa"] and len(layers) == 2  # hidden and output layer
+    assert all(-0.2 < v <= 1.0 + 1e-6 for v in layers.values())
+    assert main(args) == 0  # again: finished runs are kept, not redone
+    assert capsys.readouterr().err.count("finished earlier, kept") == 4
+    assert main(["compare", *overrides(small_data, tmp_path), "--rules", "bp,nope"]) == 2
+    assert "unknown rule 'nope'" in capsys.readouterr().err
