@@ -9,6 +9,7 @@ import os
 import re
 import subprocess
 import sys
+import warnings
 from pathlib import Path
 
 import pytest
@@ -254,3 +255,206 @@ def test_rule_options_make_their_own_row(tmp_path):
     rows = table_rows(md_path.read_text())
     assert [(row[2], row[4]) for row in rows] == [("fa", "50.00 ± n/a"),
                                                  ("fa (match_norm=True)", "70.00 ± n/a")]
+
+
+# --- diagnostics.jsonl and cka.json -----------------------------------------------------------
+
+LAYERS = ["features.3", "classifier"]  # network order; sorted order would put classifier first
+STEPS = [0, 469, 938]
+# Per (rule, seed): per measurement, the angle to BP and the effective rank of δ of each layer.
+ANGLES = {("fa", 0): [[88.0, 80.0], [70.0, 55.0], [60.0, 40.0]],
+          ("fa", 1): [[86.0, 84.0], [72.0, 45.0], [62.0, 30.0]],
+          ("bp", 0): [[0.0, 0.0]] * 3, ("bp", 1): [[0.0, 0.0]] * 3}
+ERANKS = {("fa", 0): [[9.0, 6.0], [6.0, 4.0], [5.0, 3.0]],
+          ("fa", 1): [[9.0, 7.0], [8.0, 3.0], [7.0, 2.0]],
+          ("bp", 0): [[10.0, 8.0], [9.0, 5.0], [9.0, 4.0]],
+          ("bp", 1): [[10.0, 8.0], [9.0, 6.0], [8.0, 5.0]]}
+CKA = {"probe": "first 512 test images <i>", "debiased": True,
+       "values": {"lenet": {"fa": {"features.3": 0.71, "classifier": 0.42},
+                            "bp": {"features.3": 1.0, "classifier": 1.0}},
+                  "mlp": {"fa": {"0": 0.9}}}}
+DIAG_TITLES = ["Learning curves", "Final test accuracy", "Time per epoch",
+               "Gradient angle to BP per layer over training",
+               "Effective rank of error signals per layer over training", "CKA to BP per layer"]
+
+
+def diagnostics_line(rule: str, step: int, angles: list, eranks: list) -> dict:
+    """One measurement as alignlab.diagnostics.probe orders it: all layers of one key kind, then the next."""
+    line = {"step": step, "epoch": step // 469}
+    line.update({f"angle/{layer}": a for layer, a in zip(LAYERS, angles)})
+    line.update({f"delta_angle/{layer}": a / 2 for layer, a in zip(LAYERS, angles)})
+    if rule == "fa":  # bp has no feedback matrix
+        line.update({f"walign/{layer}": 80.0 for layer in LAYERS})
+        line.update({f"wnorm/{layer}": 1.1 for layer in LAYERS})
+    for kind in ("delta", "act", "dw"):
+        for rank, factor in (("erank", 1.0), ("srank", 0.5), ("pr", 0.7)):
+            line.update({f"{rank}/{kind}/{layer}": e * factor * (1.0 if kind == "delta" else 3.0)
+                         for layer, e in zip(LAYERS, eranks)})
+    return line
+
+
+def write_diagnostics(run_dir: Path, rule: str, seed: int, tail: str = "") -> None:
+    lines = [json.dumps(diagnostics_line(rule, step, a, e))
+             for step, a, e in zip(STEPS, ANGLES[rule, seed], ERANKS[rule, seed])]
+    if (rule, seed) == ("fa", 0):  # a resumed run measured step 938 twice: the later line counts
+        lines.insert(2, json.dumps(diagnostics_line(rule, 938, [5.0, 5.0], [1.0, 1.0])))
+    if (rule, seed) == ("fa", 1):  # garbage in the middle and a half-written last line
+        lines[2:2] = ["not json at all", "[1, 2, 3]"]
+        tail = tail or '{"step": 1407, "epoch": 3, "angle/features.3": 1'
+    (run_dir / "diagnostics.jsonl").write_text("\n".join(lines) + "\n" + tail)
+
+
+@pytest.fixture(scope="module")
+def diag_lab(tmp_path_factory) -> dict:
+    """A compare folder: bp and fa x 2 seeds with diagnostics, an old dfa run without, cka.json."""
+    root = tmp_path_factory.mktemp("compare")
+    dirs = []
+    for rule in ("bp", "fa"):
+        for seed in (0, 1):
+            run_dir = make_run(root, f"lenet-{rule}-s{seed}", rule, seed, ACC[rule, seed])
+            write_diagnostics(run_dir, rule, seed)
+            dirs.append(run_dir)
+    dirs.append(make_run(root, "lenet-dfa-s0", "dfa", 0, [0.6, 0.7, 0.75]))
+    (root / "cka.json").write_text(json.dumps(CKA))
+    with pytest.warns(UserWarning) as caught:
+        html_path, md_path = write_report(dirs, root)
+    return {"root": root, "dirs": dirs, "warnings": [str(w.message) for w in caught],
+            "html_text": html_path.read_text(), "md_text": md_path.read_text()}
+
+
+def figure_titles(html: str) -> list[str]:
+    return re.findall(r'<img alt="([^:"]*):', html)
+
+
+def test_table_gains_final_angle_and_erank_columns(diag_lab):
+    header = next(line for line in diag_lab["md_text"].splitlines() if line.startswith("| dataset"))
+    assert header.endswith("| time/epoch (s) | final angle to BP (°, mean over layers) "
+                           "| final erank δ (mean over layers) |")
+    rows = {row[2]: row for row in table_rows(diag_lab["md_text"])}
+    assert list(rows) == ["bp", "fa", "dfa"]
+    # fa: seed 0 ends at (60 + 40) / 2 = 50 (its earlier duplicate of step 938 is replaced),
+    # seed 1 at (62 + 30) / 2 = 46 (its half-written step 1407 is skipped): mean 48.
+    # erank δ: (5 + 3) / 2 = 4 and (7 + 2) / 2 = 4.5: mean 4.25.
+    assert rows["fa"][7:] == ["48.00", "4.25"]
+    # bp: angles all 0; erank δ (9 + 4) / 2 = 6.5 and (8 + 5) / 2 = 6.5
+    assert rows["bp"][7:] == ["0.00", "6.50"]
+    assert rows["dfa"][7:] == ["n/a", "n/a"]  # an older run with no diagnostics.jsonl
+    assert rows["dfa"][4] == "75.00 ± n/a"
+    for rule in ("fa", "bp"):
+        finals = [sum(ANGLES[rule, s][-1]) / len(LAYERS) for s in (0, 1)]
+        assert float(rows[rule][7]) == pytest.approx(sum(finals) / 2)
+    assert '<td class="num">48.00</td><td class="num">4.25</td>' in diag_lab["html_text"]
+
+
+def test_malformed_diagnostics_lines_are_skipped_with_warnings(diag_lab):
+    messages = diag_lab["warnings"]
+    assert [m for m in messages if "diagnostics.jsonl:3: skipping" in m]
+    assert [m for m in messages if "diagnostics.jsonl:4: skipping" in m]
+    assert [m for m in messages if "diagnostics.jsonl:6: skipping" in m]  # half-written last line
+    assert len(messages) == 3
+    with pytest.warns(UserWarning, match="diagnostics.jsonl"):
+        run = load_run(diag_lab["dirs"][3])  # fa seed 1
+    assert [line["step"] for line in run.diagnostics] == STEPS
+
+
+def test_new_figures_are_embedded_in_order(diag_lab):
+    html = diag_lab["html_text"]
+    assert figure_titles(html) == DIAG_TITLES
+    images = re.findall(r'src="data:image/png;base64,([^"]*)"', html)
+    assert len(images) == 6  # 3 as before + angles, eranks, CKA
+    for encoded in images:
+        assert base64.b64decode(encoded, validate=True).startswith(PNG_MAGIC)
+    assert "<i>" not in html and "<script" not in html
+
+
+def test_layer_order_is_first_seen_and_curves_average_seeds_per_step(diag_lab):
+    from alignlab.report.groups import layer_curves, layer_order
+
+    runs = [load_run(d) for d in diag_lab["dirs"][:3]]  # bp x 2, fa seed 0 (the clean fa run)
+    assert runs[2].diagnostic_layers("angle") == LAYERS
+    assert runs[2].diagnostic_layers("erank/delta") == LAYERS
+    assert runs[2].diagnostic_layers("walign") == LAYERS and runs[0].diagnostic_layers("walign") == []
+    assert layer_order(runs, "angle") == LAYERS
+    bp = layer_curves(runs[:2], "erank/delta")
+    assert list(bp) == LAYERS
+    assert bp["features.3"].steps == STEPS  # the step-0 measurement before training included
+    assert bp["features.3"].mean == pytest.approx([10.0, 9.0, 8.5])
+    assert bp["classifier"].mean == pytest.approx([8.0, 5.5, 4.5])
+    assert runs[2].diagnostic_measurements("angle")[938] == {"features.3": 60.0, "classifier": 40.0}
+
+
+def section_figures(diag_lab):
+    from alignlab.report.cka import parse_cka
+    from alignlab.report.groups import sections
+    from alignlab.report.plots import angle_curves, cka_heatmap, erank_curves, rule_colors
+
+    with pytest.warns(UserWarning):
+        runs = [load_run(d) for d in diag_lab["dirs"]]
+    (section,) = sections(group_runs(runs), parse_cka(CKA))
+    colors = rule_colors(["bp", "fa", "dfa"])
+    return section, angle_curves(section, colors), erank_curves(section, colors), cka_heatmap(section, colors)
+
+
+def visible_axes(figure):
+    return [ax for ax in figure.axes if ax.get_visible() and ax.get_title()]
+
+
+def test_angle_and_erank_panels_one_per_rule_with_a_line_per_layer(diag_lab):
+    _, angles, eranks, _ = section_figures(diag_lab)
+    # angles: bp is left out (all 0) and dfa has no diagnostics: one panel, for fa
+    (fa,) = visible_axes(angles)
+    assert fa.get_title() == "fa, n=2"
+    *layer_lines, ninety = fa.get_lines()
+    assert len(layer_lines) == len(LAYERS)
+    assert list(layer_lines[0].get_xdata()) == STEPS
+    # features.3 over the fa seeds: (88 + 86) / 2, (70 + 72) / 2, (60 + 62) / 2
+    assert list(layer_lines[0].get_ydata()) == pytest.approx([87.0, 71.0, 61.0])
+    assert list(layer_lines[1].get_ydata()) == pytest.approx([82.0, 50.0, 35.0])
+    assert list(ninety.get_ydata()) == [90, 90] and ninety.get_linestyle() == "--"
+    assert fa.get_ylim()[0] == 0 and fa.get_ylim()[1] > 90
+    legend_labels = [t.get_text() for t in angles.legends[0].get_texts()]
+    assert legend_labels == LAYERS
+    # eranks: bp kept as the reference
+    assert [ax.get_title() for ax in visible_axes(eranks)] == ["bp, n=2", "fa, n=2"]
+    fa_erank = visible_axes(eranks)[1].get_lines()
+    assert list(fa_erank[1].get_ydata()) == pytest.approx([6.5, 3.5, 2.5])
+
+
+def test_cka_heatmap_rules_by_layers_annotated_on_a_0_to_1_scale(diag_lab):
+    section, _, _, heatmap = section_figures(diag_lab)
+    assert section.cka.grid(["bp", "fa", "dfa"])[:2] == (["bp", "fa"], LAYERS)
+    ax = heatmap.axes[0]
+    assert ax.images[0].get_clim() == (0.0, 1.0)
+    assert [t.get_text() for t in ax.get_yticklabels()] == ["bp", "fa"]
+    assert [t.get_text() for t in ax.get_xticklabels()] == LAYERS
+    assert [t.get_text() for t in ax.texts] == ["1.00", "1.00", "0.71", "0.42"]
+
+
+def test_cka_grid_orders_rules_and_marks_missing_layers():
+    from alignlab.report.cka import parse_cka
+
+    table = parse_cka({"values": {"m": {"kp": {"a": 0.5, "b": "x"}, "fa": {"a": 0.2, "c": 0.3}},
+                                  "empty": {"fa": {}}}})
+    assert list(table) == ["m"]
+    rules, layers, matrix = table["m"].grid(["bp", "fa"])
+    assert (rules, layers) == (["fa", "kp"], ["a", "c"])
+    assert matrix[0] == [0.2, 0.3] and matrix[1][0] == 0.5 and math.isnan(matrix[1][1])
+    with pytest.raises(ValueError, match="values"):
+        parse_cka({"probe": "x"})
+
+
+def test_cka_argument_overrides_the_file_and_bad_files_are_ignored(diag_lab, tmp_path):
+    bp = diag_lab["dirs"][:1]  # bp alone: its angles are all 0, so no angle figure either
+    html_path, _ = write_report(bp, diag_lab["root"], cka={})  # overrides the file: no heatmap
+    assert figure_titles(html_path.read_text()) == DIAG_TITLES[:3] + DIAG_TITLES[4:5]
+    dirs = diag_lab["dirs"][2:3]  # fa seed 0
+    (tmp_path / "cka.json").write_text('{"values": {"lenet": ')
+    with pytest.warns(UserWarning, match=r"cka\.json: ignoring"):
+        html_path, _ = write_report(dirs, tmp_path)
+    assert figure_titles(html_path.read_text()) == DIAG_TITLES[:5]
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # the unreadable cka.json is not even read
+        html_path, _ = write_report(dirs, tmp_path, cka=CKA)
+    assert figure_titles(html_path.read_text()) == DIAG_TITLES
+    with pytest.raises(ValueError, match="values"):
+        write_report(dirs, tmp_path / "bad", cka={"lenet": {"fa": {"0": 1.0}}})

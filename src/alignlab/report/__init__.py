@@ -6,6 +6,10 @@
 Runs are grouped by (dataset, model, rule); each group's final test accuracy is given as
 mean ± sample std over its seeds. Plots are matplotlib PNGs embedded in the page; matplotlib
 is imported only when a report is written.
+
+Runs with ``diagnostics.jsonl`` add per-layer plots of the gradient angle to BP and of the
+effective rank of the error signals, and two table columns; a ``cka.json`` in the output
+folder (a compare folder) adds a heatmap of each rule's CKA to BP per layer.
 """
 
 from __future__ import annotations
@@ -16,6 +20,7 @@ import warnings
 from pathlib import Path
 from typing import Iterable
 
+from .cka import CKA_FILE, ModelCka, parse_cka, read_cka
 from .groups import Group, group_runs, rule_order, sections
 from .plots import PLOTS, Plot, rule_colors
 from .render import atomic_write_text, render_html, render_markdown
@@ -25,7 +30,7 @@ DEFAULT_TITLE = "alignlab report"
 HTML_NAME = "report.html"
 MARKDOWN_NAME = "report.md"
 
-__all__ = ["PLOTS", "Group", "Plot", "Run", "load_run", "load_runs", "main_args", "write_report"]
+__all__ = ["PLOTS", "Group", "ModelCka", "Plot", "Run", "load_run", "load_runs", "main_args", "write_report"]
 
 
 def load_runs(run_dirs: Iterable[str | os.PathLike]) -> list[Run]:
@@ -48,22 +53,30 @@ def load_runs(run_dirs: Iterable[str | os.PathLike]) -> list[Run]:
 
 
 def write_report(run_dirs: Iterable[str | os.PathLike], out_dir: str | os.PathLike,
-                 title: str | None = None) -> tuple[Path, Path]:
+                 title: str | None = None, cka: dict | None = None) -> tuple[Path, Path]:
     """Write ``report.html`` and ``report.md`` for ``run_dirs`` into ``out_dir``; return both paths.
 
     A ValueError (one line, naming the path) for an empty list or a path that is not a run
     directory. Both files are written atomically; ``out_dir`` is created when missing.
+
+    The CKA heatmaps come from ``cka`` when given (the content of a ``cka.json``; a ValueError
+    when it is not one), else from ``out_dir/cka.json`` when that exists (a warning, and no
+    heatmap, when it is unreadable).
     """
+    tables: dict[str, ModelCka] = parse_cka(cka) if cka is not None else {}
     runs = load_runs(run_dirs)
     title = title or DEFAULT_TITLE
     generated = datetime.datetime.now().astimezone().isoformat(sep=" ", timespec="seconds")
     groups = group_runs(runs)
     colors = rule_colors(rule_order(runs))
     out = Path(out_dir)
+    if cka is None:
+        tables = read_cka(out / CKA_FILE)
     out.mkdir(parents=True, exist_ok=True)
     html_path, markdown_path = out / HTML_NAME, out / MARKDOWN_NAME
     atomic_write_text(markdown_path, render_markdown(title, generated, groups, runs))
-    atomic_write_text(html_path, render_html(title, generated, groups, sections(groups), runs, colors))
+    atomic_write_text(html_path, render_html(title, generated, groups, sections(groups, tables), runs,
+                                              colors))
     return html_path, markdown_path
 
 

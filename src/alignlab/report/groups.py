@@ -5,14 +5,17 @@ from __future__ import annotations
 import math
 import statistics
 from dataclasses import dataclass
-from typing import Callable, Iterable
+from typing import Callable, Iterable, Mapping
 
+from .cka import ModelCka
 from .runs import Run, epoch_of
 
 TEST_ACC = "test_acc"
 TRAIN_LOSS = "train_loss"
 TEST_LOSS = "test_loss"
 EPOCH_TIME = "epoch_time"
+ANGLE = "angle"  # diagnostics.jsonl: degrees between the rule's weight update and BP's gradient
+ERANK_DELTA = "erank/delta"  # diagnostics.jsonl: effective rank of the error signals
 
 
 @dataclass(frozen=True)
@@ -79,6 +82,20 @@ class Group:
         """Each counted run's mean seconds per epoch, averaged over the runs."""
         return Stat.of(run.mean(EPOCH_TIME) for run in self.counted)
 
+    @property
+    def has_diagnostics(self) -> bool:
+        """True when any run of the group has a diagnostics measurement."""
+        return any(run.diagnostics for run in self.runs)
+
+    @property
+    def is_bp(self) -> bool:
+        """True when every run trained with plain backprop (its angles to BP are all 0)."""
+        return all(run.rule == "bp" for run in self.runs)
+
+    def final_diagnostic(self, metric: str) -> Stat:
+        """Each counted run's ``metric`` at its last measurement, mean over layers, over the runs."""
+        return Stat.of(run.final_diagnostic(metric) for run in self.counted)
+
 
 @dataclass(frozen=True)
 class Curve:
@@ -105,6 +122,35 @@ def curve(runs: Iterable[Run], key: str) -> Curve | None:
         low=[_finite_or_nan(min, by_epoch[epoch]) for epoch in epochs],
         high=[_finite_or_nan(max, by_epoch[epoch]) for epoch in epochs],
     )
+
+
+@dataclass(frozen=True)
+class StepCurve:
+    """A diagnostic of one layer against training step, averaged over runs."""
+
+    steps: list[int]
+    mean: list[float]
+
+
+def layer_order(runs: Iterable[Run], metric: str) -> list[str]:
+    """The layers with a ``metric/L`` diagnostic in any run, in the order first seen."""
+    return list(dict.fromkeys(layer for run in runs for layer in run.diagnostic_layers(metric)))
+
+
+def layer_curves(runs: Iterable[Run], metric: str) -> dict[str, StepCurve]:
+    """``metric`` per layer (in `layer_order`) against step, each step averaged over the runs
+    that measured it (NaNs left out; NaN where all are)."""
+    runs = list(runs)
+    by_layer: dict[str, dict[int, list[float]]] = {layer: {} for layer in layer_order(runs, metric)}
+    for run in runs:
+        for step, values in run.diagnostic_measurements(metric).items():
+            for layer, value in values.items():
+                by_layer[layer].setdefault(step, []).append(value)
+    curves = {}
+    for layer, by_step in by_layer.items():
+        steps = sorted(by_step)
+        curves[layer] = StepCurve(steps, [_finite_or_nan(statistics.fmean, by_step[s]) for s in steps])
+    return curves
 
 
 def rule_order(runs: Iterable[Run]) -> list[str]:
@@ -141,18 +187,25 @@ class Section:
     dataset: str
     model: str
     groups: list[Group]
+    cka: ModelCka | None = None  # from the compare folder's cka.json, for this model
 
     @property
     def title(self) -> str:
         return f"{self.dataset} / {self.model}"
 
 
-def sections(groups: list[Group]) -> list[Section]:
-    """The groups split by (dataset, model), keeping the groups' order."""
+def sections(groups: list[Group], cka: Mapping[str, ModelCka] | None = None) -> list[Section]:
+    """The groups split by (dataset, model), keeping the groups' order.
+
+    Each section gets ``cka[model]`` when there is one (cka.json names no dataset, so every
+    section of that model shares it).
+    """
     parts: dict[tuple[str, str], Section] = {}
     for group in groups:
         key = (group.dataset, group.model)
         parts.setdefault(key, Section(*key, groups=[])).groups.append(group)
+    for part in parts.values():
+        part.cka = (cka or {}).get(part.model)
     return list(parts.values())
 
 

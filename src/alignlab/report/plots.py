@@ -12,10 +12,13 @@ from __future__ import annotations
 
 import base64
 import io
+import math
+import textwrap
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Callable, Mapping
 
-from .groups import EPOCH_TIME, TEST_ACC, TEST_LOSS, TRAIN_LOSS, Group, Section, Stat, curve
+from .groups import (ANGLE, EPOCH_TIME, ERANK_DELTA, TEST_ACC, TEST_LOSS, TRAIN_LOSS, Group,
+                     Section, Stat, curve, layer_curves, layer_order)
 
 if TYPE_CHECKING:
     from matplotlib.axes import Axes
@@ -90,11 +93,130 @@ def epoch_time_bars(section: Section, colors: Colors) -> "Figure | None":
     return _stat_bars(section, colors, lambda g: g.epoch_time, 1.0, "time per epoch (s)")
 
 
+def angle_curves(section: Section, colors: Colors) -> "Figure | None":
+    """Per rule other than bp (whose angles are all 0), one panel: each layer's angle between
+    the rule's weight update and BP's gradient against step, mean over seeds; 90° dashed."""
+    groups = [group for group in section.groups if not group.is_bp]
+    return _layer_panels(section, groups, ANGLE, "angle to BP (°)",
+                         "gradient angle to BP per layer", reference=90.0)
+
+
+def erank_curves(section: Section, colors: Colors) -> "Figure | None":
+    """Per rule (bp included, as the reference), one panel: each layer's effective rank of the
+    error signals against step, mean over seeds."""
+    return _layer_panels(section, section.groups, ERANK_DELTA, "effective rank of δ",
+                         "effective rank of error signals per layer")
+
+
+def cka_heatmap(section: Section, colors: Colors) -> "Figure | None":
+    """CKA of each rule's net against BP's, per layer (the compare folder's cka.json): rules as
+    rows, layers as columns in network order, each cell annotated, colour scale 0–1."""
+    if section.cka is None:
+        return None
+    import numpy as np
+    from matplotlib.figure import Figure
+
+    rules, layers, matrix = section.cka.grid([group.rule for group in section.groups])
+    width = min(40.0, max(6.0, 0.8 * len(layers) + 3.0))
+    title = textwrap.fill(_shorten(f"{section.title}: CKA to BP per layer ({section.cka.describe()})",
+                                   200), width=int(width * 10))
+    figure = Figure(figsize=(width, max(2.4, 0.5 * len(rules) + 1.6) + 0.25 * title.count("\n")),
+                    layout="constrained")
+    ax = figure.subplots()
+    image = ax.imshow(np.array(matrix, dtype=float), vmin=0.0, vmax=1.0, cmap="viridis",
+                      aspect="auto", interpolation="nearest")
+    fontsize = "small" if len(layers) <= 16 else "xx-small"
+    for row, values in enumerate(matrix):
+        for column, value in enumerate(values):
+            text = "n/a" if math.isnan(value) else f"{value:.2f}"
+            ink = "black" if math.isnan(value) or value >= 0.6 else "white"
+            ax.text(column, row, text, ha="center", va="center", color=ink, fontsize=fontsize)
+    slanted = len(layers) > 6 or max(map(len, layers)) > 8
+    ax.set_xticks(range(len(layers)), [_plain(layer) for layer in layers],
+                  rotation=40 if slanted else 0, ha="right" if slanted else "center")
+    ax.set_yticks(range(len(rules)), [_plain(rule) for rule in rules])
+    ax.set_xlabel("layer")
+    figure.colorbar(image, ax=ax, label="CKA to BP")
+    figure.suptitle(_plain(title))
+    return figure
+
+
 PLOTS: list[Plot] = [
     Plot("Learning curves", learning_curves),
     Plot("Final test accuracy", final_accuracy_bars),
     Plot("Time per epoch", epoch_time_bars),
+    Plot("Gradient angle to BP per layer over training", angle_curves),
+    Plot("Effective rank of error signals per layer over training", erank_curves),
+    Plot("CKA to BP per layer", cka_heatmap),
 ]
+
+MAX_LEGEND_LAYERS = 12  # more layers than this get a colour bar instead of a legend
+
+
+def _layer_panels(section: Section, groups: list[Group], metric: str, ylabel: str, what: str,
+                  reference: float | None = None) -> "Figure | None":
+    """Small multiples, one panel per group with ``metric`` diagnostics: a line per layer
+    (mean over the counted runs) against step, layers coloured by depth; None when no group has
+    any."""
+    from matplotlib.colors import ListedColormap, Normalize
+    from matplotlib.cm import ScalarMappable
+    from matplotlib.figure import Figure
+    from matplotlib.lines import Line2D
+
+    shown = [(group, layer_curves(group.counted, metric)) for group in groups]
+    shown = [(group, curves) for group, curves in shown if any(c.steps for c in curves.values())]
+    if not shown:
+        return None
+    layers = layer_order((run for group, _ in shown for run in group.counted), metric)
+    depth = _layer_colors(len(layers))
+    color_of = dict(zip(layers, depth))
+    columns = len(shown) if len(shown) <= 4 else 3
+    rows = math.ceil(len(shown) / columns)
+    legend_width = 1.8 if len(layers) <= MAX_LEGEND_LAYERS else 1.2
+    figure = Figure(figsize=(4.2 * columns + legend_width, 3.0 * rows + 0.5), layout="constrained")
+    grid = figure.subplots(rows, columns, squeeze=False, sharey=True)
+    axes = list(grid.flat)
+    top = 0.0
+    for ax, (group, curves) in zip(axes, shown):
+        for layer, line in curves.items():
+            ax.plot(line.steps, line.mean, color=color_of[layer], linewidth=1.3,
+                    marker="o" if len(line.steps) <= 30 else None, markersize=2.5)
+            top = max([top, *(v for v in line.mean if math.isfinite(v))])
+        if reference is not None:
+            ax.axhline(reference, color="0.35", linestyle="--", linewidth=1.0)
+        suffix = " (unfinished)" if group.partial else ""
+        ax.set_title(_plain(f"{group.rule}{suffix}, n={len(group.counted)}"), fontsize="medium")
+        ax.set_xlabel("training step")
+        ax.grid(alpha=0.3)
+    for ax in axes[len(shown):]:
+        ax.set_visible(False)
+    for row in grid:
+        row[0].set_ylabel(ylabel)
+    if reference is not None:
+        top = max(top, reference)
+    axes[0].set_ylim(0.0, top * 1.06 if top > 0 else 1.0)
+    if len(layers) <= MAX_LEGEND_LAYERS:
+        handles = [Line2D([], [], color=color_of[layer], linewidth=1.5) for layer in layers]
+        figure.legend(handles, [_plain(layer) for layer in layers], title="layer",
+                      loc="outside right upper", fontsize="small")
+    else:
+        scale = ScalarMappable(Normalize(-0.5, len(layers) - 0.5), ListedColormap(depth))
+        bar = figure.colorbar(scale, ax=axes[:len(shown)], label="layer (network order)")
+        bar.set_ticks([0, len(layers) - 1], labels=[_plain(layers[0]), _plain(layers[-1])])
+    figure.suptitle(_plain(f"{section.title}: {what} (mean over seeds)"))
+    return figure
+
+
+def _layer_colors(count: int) -> list[tuple[float, float, float, float]]:
+    """``count`` colours from dark (first layer) to light (last), viridis without its pale end."""
+    from matplotlib import colormaps
+
+    cmap = colormaps["viridis"]
+    return [cmap(0.88 * index / max(1, count - 1)) for index in range(count)]
+
+
+def _shorten(text: str, limit: int) -> str:
+    return text if len(text) <= limit else text[:limit - 1] + "…"
 
 
 def _draw_group_curves(ax: "Axes", group: Group, key: str, scale: float, color) -> bool:

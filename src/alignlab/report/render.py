@@ -7,13 +7,15 @@ import os
 import tempfile
 from pathlib import Path
 
-from .groups import TEST_ACC, Group, Section, Stat, epochs_reached
+from .groups import ANGLE, ERANK_DELTA, TEST_ACC, Group, Section, Stat, epochs_reached
 from .plots import PLOTS, Colors, figure_png_base64
 from .runs import Run
 
 NA = "n/a"
 COLUMNS = ("dataset", "model", "rule", "seeds", "test acc % (mean ± std)", "best test acc %",
            "time/epoch (s)")
+# Added to COLUMNS when any run of the report has diagnostics.jsonl; "n/a" for groups without.
+DIAGNOSTIC_COLUMNS = ("final angle to BP (°, mean over layers)", "final erank δ (mean over layers)")
 
 STYLE = """
 body { font-family: system-ui, -apple-system, "Segoe UI", Helvetica, Arial, sans-serif;
@@ -78,11 +80,33 @@ def seeds_cell(group: Group) -> str:
     return f"{len(group.finished)}" + (f" (+{extra} unfinished)" if extra else "")
 
 
+def with_diagnostics(groups: list[Group]) -> bool:
+    """True when the table gets the diagnostics columns: some group has diagnostics."""
+    return any(group.has_diagnostics for group in groups)
+
+
+def table_columns(groups: list[Group]) -> tuple[str, ...]:
+    """The summary table's header: ``COLUMNS``, plus ``DIAGNOSTIC_COLUMNS`` when there are any."""
+    return COLUMNS + DIAGNOSTIC_COLUMNS if with_diagnostics(groups) else COLUMNS
+
+
+def mean_or_na(stat: Stat) -> str:
+    """The mean with two decimals, or ``n/a``."""
+    return NA if stat.mean is None else f"{stat.mean:.2f}"
+
+
 def table_rows(groups: list[Group]) -> list[list[str]]:
-    """The summary table's cells, one row per group, in the order of ``COLUMNS``."""
+    """The summary table's cells, one row per group, in the order of `table_columns`.
+
+    The diagnostics cells are each counted run's last measurement averaged over its layers,
+    then averaged over the runs.
+    """
+    diagnostics = with_diagnostics(groups)
     rows = []
     for group in groups:
         time = group.epoch_time
+        extra = ([mean_or_na(group.final_diagnostic(ANGLE)),
+                  mean_or_na(group.final_diagnostic(ERANK_DELTA))] if diagnostics else [])
         rows.append([
             group.dataset,
             group.model,
@@ -91,6 +115,7 @@ def table_rows(groups: list[Group]) -> list[list[str]]:
             mean_pm_std(group.test_acc, 100.0),
             percent(group.best_test_acc),
             NA if time.mean is None else f"{time.mean:.2f}",
+            *extra,
         ])
     return rows
 
@@ -127,8 +152,9 @@ def markdown_cell(text: str) -> str:
 def render_markdown(title: str, generated: str, groups: list[Group], runs: list[Run]) -> str:
     """The Markdown report: title, generation time, summary table, unfinished runs."""
     lines = [f"# {markdown_cell(title)}", "", f"Generated {generated} from {len(runs)} run(s).", ""]
-    lines.append("| " + " | ".join(COLUMNS) + " |")
-    lines.append("|" + "|".join("---" if i < 4 else "---:" for i in range(len(COLUMNS))) + "|")
+    columns = table_columns(groups)
+    lines.append("| " + " | ".join(columns) + " |")
+    lines.append("|" + "|".join("---" if i < 4 else "---:" for i in range(len(columns))) + "|")
     for row in table_rows(groups):
         lines.append("| " + " | ".join(markdown_cell(cell) for cell in row) + " |")
     lines += ["", markdown_cell(unfinished_line(runs)), ""]
@@ -187,9 +213,12 @@ def render_html(title: str, generated: str, groups: list[Group], parts: list[Sec
         f"<h1>{html.escape(title)}</h1>",
         f'<p class="meta">Generated {html.escape(generated)} from {len(runs)} run(s). Test accuracy '
         "is each run's last epoch, as mean ± sample std over seeds; unfinished runs count only "
-        "where a rule has no finished run.</p>",
+        "where a rule has no finished run."
+        + (" Angles to BP and effective ranks of the error signals are each run's last "
+           "diagnostics measurement averaged over layers, then over seeds." if with_diagnostics(groups)
+           else "") + "</p>",
         "<h2>Summary</h2>",
-        html_table(COLUMNS, table_rows(groups), numeric_from=3,
+        html_table(table_columns(groups), table_rows(groups), numeric_from=3,
                    row_classes=["unfinished" if group.partial else "" for group in groups]),
         f'<p class="note">{html.escape(unfinished_line(runs))}</p>',
         *(section_html(part, colors) for part in parts),

@@ -4,6 +4,12 @@ A run directory, as the training loop writes it, holds ``config.yaml`` (the reso
 config), ``meta.json`` (versions, commit, start time, device), ``metrics.jsonl`` (one JSON
 object per finished epoch) and, once the run has finished, ``summary.json`` with
 ``{"status": "done", ...}``. A run without a finished summary is reported as unfinished.
+
+With diagnostics on, it also holds ``diagnostics.jsonl``: one JSON object per measurement on a
+fixed probe batch, ``{"step": ..., "epoch": ..., "angle/L": ..., "erank/delta/L": ..., ...}``
+with one key per diagnostic and converted layer ``L`` (see `alignlab.diagnostics.probe`). The
+first measurement is at step 0, before training. Older runs, and runs with diagnostics off,
+have no such file; their `Run.diagnostics` is empty.
 """
 
 from __future__ import annotations
@@ -19,6 +25,7 @@ CONFIG_FILE = "config.yaml"
 META_FILE = "meta.json"
 METRICS_FILE = "metrics.jsonl"
 SUMMARY_FILE = "summary.json"
+DIAGNOSTICS_FILE = "diagnostics.jsonl"
 
 UNKNOWN = "?"
 
@@ -32,6 +39,7 @@ class Run:
     meta: dict[str, Any] = field(default_factory=dict)
     metrics: list[dict[str, Any]] = field(default_factory=list)
     done: bool = False
+    diagnostics: list[dict[str, Any]] = field(default_factory=list)
 
     @property
     def name(self) -> str:
@@ -90,6 +98,38 @@ class Run:
         values = [value for _, value in self.values(key)]
         return sum(values) / len(values) if values else None
 
+    # --- diagnostics.jsonl ----------------------------------------------------------------
+
+    def diagnostic_layers(self, metric: str) -> list[str]:
+        """The layers ``L`` with a ``metric/L`` key, in the order the keys first appear."""
+        return list(dict.fromkeys(
+            layer for line in self.diagnostics for layer, _ in _layer_values(line, metric)))
+
+    def diagnostic_measurements(self, metric: str) -> dict[int, dict[str, float]]:
+        """``{step: {layer: value}}`` of ``metric``, by increasing step.
+
+        Only lines with an integer ``step`` and at least one numeric ``metric/L`` count; when
+        a step was measured twice (a resumed run), the later line wins.
+        """
+        by_step: dict[int, dict[str, float]] = {}
+        for line in self.diagnostics:
+            step = line.get("step")
+            if isinstance(step, bool) or not isinstance(step, int):
+                continue
+            values = dict(_layer_values(line, metric))
+            if values:
+                by_step[step] = values
+        return dict(sorted(by_step.items()))
+
+    def final_diagnostic(self, metric: str) -> float | None:
+        """The mean over layers of ``metric`` at the last measurement (NaNs left out), or None."""
+        measurements = self.diagnostic_measurements(metric)
+        if not measurements:
+            return None
+        last = measurements[max(measurements)]
+        finite = [value for value in last.values() if math.isfinite(value)]
+        return sum(finite) / len(finite) if finite else None
+
 
 def epoch_of(line: dict[str, Any], index: int) -> int:
     """The line's ``epoch``, or its 1-based position when that is missing or not an integer."""
@@ -102,10 +142,10 @@ def epoch_of(line: dict[str, Any], index: int) -> int:
 def load_run(run_dir: str | Path) -> Run:
     """Read a run directory; a ValueError names the path when it is not one.
 
-    ``config.yaml`` and ``metrics.jsonl`` are required; ``meta.json`` and ``summary.json``
-    are optional (a run without a summary whose status is ``done`` is unfinished). Lines of
-    ``metrics.jsonl`` that are not JSON objects, such as a half-written last line after a
-    crash, are skipped with a warning.
+    ``config.yaml`` and ``metrics.jsonl`` are required; ``meta.json``, ``summary.json`` and
+    ``diagnostics.jsonl`` are optional (a run without a summary whose status is ``done`` is
+    unfinished). Lines of ``metrics.jsonl`` and ``diagnostics.jsonl`` that are not JSON
+    objects, such as a half-written last line after a crash, are skipped with a warning.
     """
     path = Path(run_dir)
     if not path.is_dir():
@@ -113,12 +153,14 @@ def load_run(run_dir: str | Path) -> Run:
     missing = [name for name in (CONFIG_FILE, METRICS_FILE) if not (path / name).is_file()]
     if missing:
         raise ValueError(f"not a run directory: {path} (missing {' and '.join(missing)})")
+    diagnostics = path / DIAGNOSTICS_FILE
     return Run(
         path=path,
         config=read_config(path / CONFIG_FILE),
         meta=_read_optional_json(path / META_FILE),
         metrics=read_metrics(path / METRICS_FILE),
         done=_read_optional_json(path / SUMMARY_FILE).get("status") == "done",
+        diagnostics=read_metrics(diagnostics) if diagnostics.is_file() else [],
     )
 
 
@@ -176,3 +218,16 @@ def _section_name(config: dict[str, Any], key: str) -> str:
     if isinstance(section, dict):
         section = section.get("name")
     return str(section) if section not in (None, "") else UNKNOWN
+
+
+def _layer_values(line: dict[str, Any], metric: str) -> list[tuple[str, float]]:
+    """``(layer, value)`` for every ``metric/layer`` key of ``line`` whose value is a number."""
+    prefix = metric + "/"
+    out = []
+    for key, value in line.items():
+        if not (isinstance(key, str) and key.startswith(prefix) and len(key) > len(prefix)):
+            continue
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            continue
+        out.append((key[len(prefix):], float(value)))
+    return out
