@@ -1,0 +1,107 @@
+"""Optimizers: decay groups, and Muon for hidden matrices and conv kernels."""
+
+import pytest
+import torch
+from torch import nn
+
+import alignlab
+from alignlab.optim import MuonWithAdamW, build_optimizer, build_schedule, muon_split, param_groups
+
+
+def cnn():
+    return nn.Sequential(nn.Conv2d(1, 4, 3, padding=1), nn.BatchNorm2d(4), nn.ReLU(), nn.Conv2d(4, 8, 3, padding=1),
+                         nn.ReLU(), nn.Flatten(), nn.Linear(8 * 36, 16), nn.ReLU(), nn.Linear(16, 3))
+
+
+def step(model, opt, n=1):
+    for _ in range(n):
+        opt.zero_grad()
+        nn.functional.cross_entropy(model(torch.randn(8, 1, 6, 6)), torch.randint(0, 3, (8,))).backward()
+        opt.step()
+
+
+def test_decay_only_on_matrices_and_kernels():
+    model = alignlab.convert(cnn(), rule="kp")
+    decay, rest = param_groups(model, 0.1)
+    assert all(p.dim() >= 2 for p in decay["params"]) and all(p.dim() < 2 for p in rest["params"])
+    assert rest["weight_decay"] == 0.0
+    assert any(p is model[3].feedback.B for p in decay["params"])  # KP's B decays with its W
+
+
+def test_muon_takes_hidden_matrices_and_kernels_as_views_without_copies():
+    torch.manual_seed(0)
+    model = alignlab.convert(cnn(), rule="kp")
+    muon, rest = muon_split(model)
+    ids = {id(p) for p in muon}
+    assert ids == {id(model[3].weight), id(model[3].feedback.B), id(model[6].weight), id(model[6].feedback.B)}
+    assert id(model[0].weight) not in ids and id(model[8].weight) not in ids  # first and last layer: AdamW
+    opt = build_optimizer(model, "muon", lr=0.01, weight_decay=0.1)
+    for p, v in opt.views:
+        assert v.dim() == 2 and v.data_ptr() == p.data_ptr() and v.shape == (p.shape[0], p[0].numel())
+    kernel = model[3].weight
+    before = kernel.detach().clone()
+    step(model, opt)
+    assert kernel.shape == (8, 4, 3, 3) and not torch.equal(kernel, before)  # updated in place, shape kept
+    assert opt.muon.state[opt.views[0][1]]["momentum_buffer"].shape == (8, 36)
+
+
+def test_muon_update_is_orthogonalised():
+    torch.manual_seed(0)
+    model = alignlab.convert(cnn(), rule="bp")
+    opt = build_optimizer(model, "muon", lr=0.01, weight_decay=0.0)
+    w = model[6].weight
+    before = w.detach().clone()
+    x, y = torch.randn(64, 1, 6, 6), torch.randint(0, 3, (64,))
+    opt.zero_grad()
+    nn.functional.cross_entropy(model(x), y).backward()
+    g = torch.linalg.svdvals(w.grad)
+    opt.step()
+    s = torch.linalg.svdvals(w.detach() - before)
+    s, g = s[s > 1e-6 * s.max()], g[g > 1e-6 * g.max()]  # a dead unit leaves a zero row in both
+    # Newton-Schulz pushes the singular values of the update towards one value; the raw
+    # gradient's are spread far wider
+    assert s.max() / s.min() < 2.5 < g.max() / g.min()
+
+
+def test_kp_b_gets_w_update_under_muon_with_adamw():
+    torch.manual_seed(0)
+    model = alignlab.convert(cnn(), rule="kp")
+    opt = build_optimizer(model, "muon", lr=0.01, weight_decay=0.5)
+    for layer in (model[3], model[8]):  # a Muon layer and an AdamW layer
+        gap = (layer.weight - layer.feedback.B).detach().clone()
+        step(model, opt)
+        ratio = (layer.weight - layer.feedback.B).detach() / gap
+        assert torch.allclose(ratio, ratio.flatten()[0].expand_as(ratio), atol=1e-4)  # W − B only shrinks
+        assert 0 < ratio.flatten()[0] < 1
+
+
+def test_schedule_and_state_dict_reach_both_optimizers():
+    model = alignlab.convert(cnn(), rule="fa")
+    opt = build_optimizer(model, "muon", lr=0.01)
+    sched = build_schedule(opt, "cosine", total_steps=4)
+    step(model, opt)
+    sched.step()
+    want = 0.01 * 0.5 * (1 + torch.cos(torch.tensor(torch.pi / 4)).item())
+    assert len(opt.param_groups) == 3 and all(g["lr"] == pytest.approx(want) for g in opt.param_groups)
+    again = build_optimizer(model, "muon", lr=0.01)
+    again.load_state_dict(opt.state_dict())
+    assert again.state_dict()["muon"]["state"].keys() == opt.state_dict()["muon"]["state"].keys()
+
+
+def test_every_optimizer_trains_a_feedback_net():
+    for name in ("sgd", "adam", "adamw", "muon"):
+        torch.manual_seed(0)
+        model = alignlab.convert(cnn(), rule="fa")
+        opt = build_optimizer(model, name, lr=0.01 if name != "sgd" else 0.2)
+        x, y = torch.randn(64, 1, 6, 6), torch.randint(0, 3, (64,))
+        first = nn.functional.cross_entropy(model(x), y).item()
+        for _ in range(30):
+            opt.zero_grad()
+            nn.functional.cross_entropy(model(x), y).backward()
+            opt.step()
+        assert nn.functional.cross_entropy(model(x), y).item() < 0.7 * first, name
+
+
+def test_unknown_optimizer():
+    with pytest.raises(ValueError, match="unknown optimizer 'lion'; choose one of sgd, adam, adamw, muon"):
+        build_optimizer(cnn(), "lion", lr=0.1)
