@@ -1,5 +1,6 @@
 # make test   - create .venv, install torch + alignlab[test], run the test suite
-# make demo   - same venv; fetch Fashion-MNIST via apt when possible; run the demo
+# make demo   - same venv; fetch Fashion-MNIST via apt when possible; run the main job:
+#               alignlab compare on Fashion-MNIST, MLP and LeNet-5 under six rules, then a report
 #
 # TORCH pins the torch requirement installed before alignlab, so that pip does
 # not pick a large default build; override it, e.g. make test TORCH=torch.
@@ -17,7 +18,7 @@ test: $(STAMP)
 	$(BIN)/python -m pytest -q
 
 demo: $(STAMP) data
-	$(BIN)/alignlab demo
+	$(BIN)/alignlab compare configs/fashion-mnist.yaml --models mlp,lenet --rules bp,fa,dfa,usf,frsf,kp --name main
 
 # Install the Debian dataset package when it is missing and we are allowed to.
 data:

@@ -162,5 +162,5 @@ def test_compare_runs_every_rule_and_seed_then_reports(small_data, tmp_path, cap
     assert all(-0.2 < v <= 1.0 + 1e-6 for v in layers.values())
     assert main(args) == 0  # again: finished runs are kept, not redone
     assert capsys.readouterr().err.count("finished earlier, kept") == 4
-    assert main(["compare", *overrides(small_data, tmp_path), "--rules", "bp,nope"]) == 2
+    assert main(["compare", "--rules", "bp,nope", *overrides(small_data, tmp_path)]) == 2
     assert "unknown rule 'nope'" in capsys.readouterr().err

@@ -148,7 +148,13 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line; return the exit status."""
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args, extra = parser.parse_known_args(argv)
+    # key=value overrides may also follow the options (argparse stops collecting them there)
+    if extra and hasattr(args, "config") and all("=" in e and not e.startswith("-") for e in extra):
+        args.config += extra
+    elif extra:
+        parser.error(f"unrecognized arguments: {' '.join(extra)}")
     from alignlab.train import TrainingDiverged
 
     try:
