@@ -7,6 +7,9 @@ Every rule shares one backward: the weight (and bias) gradient is the true local
 * direct rules (DFA): grad_x = eᵀB_l, a projection of the output error.
 
 If B requires grad (KP), it receives ΔW as its gradient. The forward pass is PyTorch's own.
+Under autocast the forward computes in the autocast dtype, the input is saved in that dtype
+(as BP saves it), the backward runs in the gradient's dtype with B cast to it, and autograd
+casts each returned gradient back to its parameter's dtype.
 Only the input and the feedback tensor are saved for backward, never the output. Convs use
 one fused ``aten.convolution_backward`` with B in the weight slot: it returns the
 B-propagated input gradient and the true weight gradient in one call, and skips whatever
@@ -24,6 +27,14 @@ from .direct import ErrorSlot, open_slot
 from .mode import exact_enabled
 
 
+def _as_computed(x: Tensor) -> Tensor:
+    """``x`` in the dtype autocast gives the layer's matmul/conv (what BP would save)."""
+    kind = x.device.type
+    if torch.is_autocast_enabled(kind) and x.is_floating_point():
+        return x.to(torch.get_autocast_dtype(kind))
+    return x
+
+
 def _direct_input_grad(feedback, slot: ErrorSlot, x_shape: torch.Size) -> Tensor:
     if slot.error is None:
         raise RuntimeError(
@@ -38,7 +49,7 @@ class LinearFeedbackFn(Function):
 
     @staticmethod
     def forward(ctx, x, weight, bias, matrix, feedback, slot):
-        ctx.save_for_backward(x, matrix)
+        ctx.save_for_backward(_as_computed(x), matrix)
         ctx.feedback, ctx.slot = feedback, slot
         return F.linear(x, weight, bias)
 
@@ -67,7 +78,7 @@ class ConvFeedbackFn(Function):
     def forward(ctx, x, weight, bias, matrix, feedback, slot, stride, padding, dilation, groups):
         # direct rules never touch the backward conv's input path, but the call needs a
         # tensor of the weight's shape in the weight slot; W itself costs nothing to keep
-        ctx.save_for_backward(x, weight if matrix is None else matrix)
+        ctx.save_for_backward(_as_computed(x), weight if matrix is None else matrix)
         ctx.feedback, ctx.slot = feedback, slot
         ctx.conv = (stride, padding, dilation, groups)
         ctx.bias_sizes = None if bias is None else list(bias.shape)
@@ -85,7 +96,7 @@ class ConvFeedbackFn(Function):
         if any(mask):
             zeros = [0] * (x.dim() - 2)
             grad_x, grad_w, grad_b = torch.ops.aten.convolution_backward(
-                grad, x, matrix.to(grad.dtype), ctx.bias_sizes, stride, padding, dilation,
+                grad, x.to(grad.dtype), matrix.to(grad.dtype), ctx.bias_sizes, stride, padding, dilation,
                 False, zeros, groups, mask,
             )
         if need_x and direct:
