@@ -66,6 +66,9 @@ class RunConfig:
     out_dir: str = "runs"  # runs are written to out_dir/name
     name: str = ""  # default: <dataset>-<model>-<rule>-s<seed>
     progress: bool = True  # tqdm progress bar on stderr
+    device: str = "auto"  # auto (cuda if available) | cpu | cuda | cuda:N
+    precision: str = "fp32"  # fp32 | bf16 (autocast) | fp16 (autocast + GradScaler)
+    compile: bool = False  # torch.compile the model
 
     def run_name(self) -> str:
         return self.name or f"{self.data.name}-{self.model.name}-{self.rule}-s{self.seed}"
@@ -184,7 +187,10 @@ def validate(cfg: RunConfig) -> None:
     rules.get(cfg.rule, **cfg.rule_options)  # unknown rule or option: ValueError listing the valid ones
     from ..optim import OPTIMIZERS, SCHEDULES
 
-    for key, value, valid in (("optim.name", cfg.optim.name, OPTIMIZERS), ("optim.schedule", cfg.optim.schedule, SCHEDULES)):
+    from .placement import PRECISIONS
+
+    for key, value, valid in (("optim.name", cfg.optim.name, OPTIMIZERS), ("optim.schedule", cfg.optim.schedule, SCHEDULES),
+                              ("precision", cfg.precision, tuple(PRECISIONS))):
         if value not in valid:
             raise ValueError(f"config key {key!r}: {value!r} is not valid; choose one of {', '.join(valid)}")
 

@@ -13,12 +13,13 @@ from ..diagnostics.probe import measure
 
 
 class Diagnose:
-    def __init__(self, cfg, dataset: data.Dataset, loss_fn) -> None:
+    def __init__(self, cfg, dataset: data.Dataset, loss_fn, device="cpu", enabled: bool = True) -> None:
         d = cfg.diagnostics
-        self.enabled, self.every = d.enabled, d.every
+        self.enabled, self.every = d.enabled and enabled, d.every
         n = min(d.probe_size, len(dataset.train_y))
-        self.x, self.y = next(iter(data.batches(dataset.train_x[:n], dataset.train_y[:n], batch_size=n,
-                                                 mean=dataset.mean, std=dataset.std)))
+        x, y = next(iter(data.batches(dataset.train_x[:n], dataset.train_y[:n], batch_size=n,
+                                      mean=dataset.mean, std=dataset.std)))
+        self.x, self.y = x.to(device), y.to(device)
         self.loss_fn = loss_fn
 
     def due_at_step(self, step: int) -> bool:

@@ -25,6 +25,7 @@ from .checkpoint import load_checkpoint, save_checkpoint
 from .config import RunConfig, config_from_dict, to_dict
 from .diagnose import Diagnose
 from .progress import Progress
+from .placement import Placement, finish, place
 from .tblog import TBLog
 
 
@@ -37,82 +38,111 @@ class Setup:
     """What a run trains: built from its config alone."""
 
     dataset: data.Dataset
-    model: nn.Module
+    net: nn.Module  # the converted model itself (state dicts, diagnostics)
+    model: nn.Module  # what the loop calls: net, or net wrapped by DDP and/or torch.compile
     optimizer: torch.optim.Optimizer
     schedule: torch.optim.lr_scheduler.LRScheduler
+    scaler: torch.amp.GradScaler
+    place: Placement
     steps_per_epoch: int
 
 
-def build(cfg: RunConfig) -> Setup:
+def build(cfg: RunConfig, place: Placement | None = None) -> Setup:
     """Dataset, converted model, optimizer and schedule for ``cfg``, all seeded by cfg.seed."""
+    place = place or Placement(torch.device("cpu"), "fp32")
     dataset = data.load(cfg.data.name, data_dir=cfg.data.data_dir, download=cfg.data.download, **cfg.data.options)
     torch.manual_seed(cfg.seed)
-    model = models.build(cfg.model.name, in_shape=dataset.input_shape, num_classes=dataset.num_classes,
-                         norm=cfg.model.norm, **cfg.model.options)
-    convert(model, cfg.rule, exclude=cfg.exclude, **cfg.rule_options)
+    net = models.build(cfg.model.name, in_shape=dataset.input_shape, num_classes=dataset.num_classes,
+                       norm=cfg.model.norm, **cfg.model.options)
+    convert(net, cfg.rule, exclude=cfg.exclude, **cfg.rule_options)
+    net.to(place.device)
+    model = net
+    if place.world > 1:
+        model = nn.parallel.DistributedDataParallel(net, device_ids=[place.device] if place.device.type == "cuda" else None)
+    if cfg.compile:
+        model = torch.compile(model)
     o = cfg.optim
-    optimizer = build_optimizer(model, o.name, o.lr, o.weight_decay, o.momentum)
+    optimizer = build_optimizer(net, o.name, o.lr, o.weight_decay, o.momentum)
     steps = math.ceil(len(dataset.train_y) / cfg.batch_size)
     schedule = build_schedule(optimizer, o.schedule, steps * cfg.epochs)
-    return Setup(dataset, model, optimizer, schedule, steps)
+    return Setup(dataset, net, model, optimizer, schedule, place.scaler(), place, steps)
 
 
 def loss_and_correct(task: str, out: torch.Tensor, y: torch.Tensor):
     if task == "classification":
-        return nn.functional.cross_entropy(out, y), (out.argmax(1) == y).sum()
-    return nn.functional.mse_loss(out, y), None
+        return nn.functional.cross_entropy(out.float(), y), (out.argmax(1) == y).sum()
+    return nn.functional.mse_loss(out.float(), y), None
+
+
+def _check_finite(loss: torch.Tensor, p: Placement, epoch: int) -> None:
+    bad = p.all_sum(float(not torch.isfinite(loss)))[0]
+    if bad:
+        raise TrainingDiverged(
+            f"loss is {loss.item()} at epoch {epoch}; stopped (the last good checkpoint is kept); "
+            "try a smaller optim.lr")
 
 
 def train_epoch(cfg: RunConfig, s: Setup, epoch: int, progress: Progress, on_step) -> dict:
     """One pass over the training set; mean loss and accuracy over its samples.
 
+    Each process takes its shard of every global batch; its loss is weighted by its share,
+    so the all-reduced gradient is the gradient of the global batch's mean loss, exactly.
     ``on_step(step)`` runs after every optimizer step (diagnostics).
     """
     s.model.train()
-    ds = s.dataset
-    total_loss, correct, seen = torch.zeros(()), torch.zeros((), dtype=torch.long), 0
+    ds, p = s.dataset, s.place
+    total_loss, correct, seen = 0.0, 0, 0
     step = (epoch - 1) * s.steps_per_epoch
     for x, y in data.batches(ds.train_x, ds.train_y, batch_size=cfg.batch_size, mean=ds.mean, std=ds.std,
                              shuffle=True, seed=cfg.seed, epoch=epoch, augment=cfg.data.augment):
-        loss, hits = loss_and_correct(ds.task, s.model(x), y)
-        if not torch.isfinite(loss):
-            raise TrainingDiverged(
-                f"loss is {loss.item()} at epoch {epoch}; stopped (the last good checkpoint is kept); "
-                "try a smaller optim.lr")
+        n_global = len(y)
+        x, y = p.shard(x, y)
+        with p.autocast():
+            loss, hits = loss_and_correct(ds.task, s.model(x), y)
+        _check_finite(loss, p, epoch)
         s.optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        s.optimizer.step()
+        s.scaler.scale(loss * (len(y) * p.world / n_global)).backward()
+        s.scaler.step(s.optimizer)
+        s.scaler.update()
         s.schedule.step()
         step += 1
-        total_loss += loss.detach() * len(y)
-        correct += 0 if hits is None else hits
+        batch_loss = loss.item()
+        total_loss += batch_loss * len(y)
+        correct += 0 if hits is None else hits.item()
         seen += len(y)
-        progress.step(loss=loss.item(), acc=None if hits is None else hits.item() / len(y))
+        progress.step(loss=batch_loss, acc=None if hits is None else hits.item() / max(len(y), 1))
         on_step(step)
-    acc = correct.item() / seen if ds.task == "classification" else None
-    return {"train_loss": total_loss.item() / seen, "train_acc": acc}
+    total_loss, correct, seen = p.all_sum(total_loss, correct, seen)
+    acc = correct / seen if ds.task == "classification" else None
+    return {"train_loss": total_loss / seen, "train_acc": acc}
 
 
 @torch.no_grad()
 def evaluate(cfg: RunConfig, s: Setup) -> dict:
-    """Mean loss and accuracy on the test set."""
+    """Mean loss and accuracy on the test set (sharded over processes)."""
     s.model.eval()
-    ds = s.dataset
-    total_loss, correct = 0.0, 0
+    ds, p = s.dataset, s.place
+    total_loss, correct, seen = 0.0, 0, 0
     for x, y in data.batches(ds.test_x, ds.test_y, batch_size=cfg.eval_batch_size, mean=ds.mean, std=ds.std):
-        loss, hits = loss_and_correct(ds.task, s.model(x), y)
+        x, y = p.shard(x, y)
+        if len(y) == 0:
+            continue
+        with p.autocast():
+            loss, hits = loss_and_correct(ds.task, s.net(x), y)
         total_loss += loss.item() * len(y)
         correct += 0 if hits is None else hits.item()
-    n = len(ds.test_y)
-    return {"test_loss": total_loss / n, "test_acc": correct / n if ds.task == "classification" else None}
+        seen += len(y)
+    total_loss, correct, seen = p.all_sum(total_loss, correct, seen)
+    return {"test_loss": total_loss / seen, "test_acc": correct / seen if ds.task == "classification" else None}
 
 
 def _state(s: Setup, epoch: int, history: list[dict], diagnostics: list[dict]) -> dict:
     return {
         "epoch": epoch,
-        "model": s.model.state_dict(),
+        "model": s.net.state_dict(),
         "optimizer": s.optimizer.state_dict(),
         "schedule": s.schedule.state_dict(),
+        "scaler": s.scaler.state_dict(),
         "rng": torch.get_rng_state(),
         "history": history,
         "diagnostics": diagnostics,
@@ -120,21 +150,24 @@ def _state(s: Setup, epoch: int, history: list[dict], diagnostics: list[dict]) -
 
 
 def _restore(s: Setup, state: dict) -> tuple[int, list[dict], list[dict]]:
-    s.model.load_state_dict(state["model"])
+    s.net.load_state_dict(state["model"])
     s.optimizer.load_state_dict(state["optimizer"])
     s.schedule.load_state_dict(state["schedule"])
+    s.scaler.load_state_dict(state["scaler"])
     torch.set_rng_state(state["rng"])
     return state["epoch"], state["history"], state["diagnostics"]
 
 
-def start(cfg: RunConfig) -> Path:
+def start(cfg: RunConfig, p: Placement) -> Path:
     """Create the run directory of a new run (an existing one is never overwritten)."""
     run_dir = Path(cfg.out_dir) / cfg.run_name()
     if run_dir.exists() and any(run_dir.iterdir()):
         raise ValueError(f"run directory {str(run_dir)!r} already exists; resume it with --resume "
                          "or pick another name= / out_dir=")
-    run_dir.mkdir(parents=True, exist_ok=True)
-    rundir.write_start(run_dir, to_dict(cfg), device="cpu")
+    p.barrier()  # every process has looked before rank 0 writes
+    if p.is_main:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        rundir.write_start(run_dir, to_dict(cfg), device=str(p.device), world=p.world)
     return run_dir
 
 
@@ -143,19 +176,32 @@ def train(cfg: RunConfig | None = None, resume: str | Path | None = None) -> Pat
     if resume is not None:
         run_dir = Path(resume)
         cfg = config_from_dict(rundir.read_config(run_dir))
-        state = load_checkpoint(run_dir / rundir.CHECKPOINT) if (run_dir / rundir.CHECKPOINT).exists() else None
-    else:
-        run_dir, state = start(cfg), None
-    s = build(cfg)
+    p = place(cfg.device, cfg.precision)
+    try:
+        if resume is not None:
+            ckpt = run_dir / rundir.CHECKPOINT
+            state = load_checkpoint(ckpt) if ckpt.exists() else None
+        else:
+            run_dir, state = start(cfg, p), None
+        return _run(cfg, p, run_dir, state)
+    finally:
+        finish(p)
+
+
+def _run(cfg: RunConfig, p: Placement, run_dir: Path, state: dict | None) -> Path:
+    s = build(cfg, p)
     done, history, diags = _restore(s, state) if state else (0, [], [])
-    rundir.rewrite_lines(run_dir / rundir.METRICS, history)
-    rundir.rewrite_lines(run_dir / rundir.DIAGNOSTICS, diags)
-    diagnose = Diagnose(cfg, s.dataset, lambda out, y: loss_and_correct(s.dataset.task, out, y)[0])
+    main = p.is_main
+    if main:
+        rundir.rewrite_lines(run_dir / rundir.METRICS, history)
+        rundir.rewrite_lines(run_dir / rundir.DIAGNOSTICS, diags)
+    diagnose = Diagnose(cfg, s.dataset, lambda out, y: loss_and_correct(s.dataset.task, out, y)[0], p.device,
+                        enabled=main)
     purge = done * s.steps_per_epoch + 1 if state else None
-    with Progress(cfg, s.steps_per_epoch, done) as progress, TBLog(run_dir, purge) as tb:
+    with Progress(cfg, s.steps_per_epoch, done, enabled=main) as progress, TBLog(run_dir, purge, enabled=main) as tb:
 
         def record(step: int, epoch: int) -> None:
-            values = diagnose(s.model, step, epoch)
+            values = diagnose(s.net, step, epoch)
             diags.append(values)
             rundir.append_line(run_dir / rundir.DIAGNOSTICS, values)
             tb.log(values)
@@ -178,9 +224,11 @@ def train(cfg: RunConfig | None = None, resume: str | Path | None = None) -> Pat
             metrics.update(evaluate(cfg, s))
             metrics["lr"] = s.optimizer.param_groups[0]["lr"]
             history.append(metrics)
-            save_checkpoint(run_dir / rundir.CHECKPOINT, _state(s, epoch, history, diags))
-            rundir.append_line(run_dir / rundir.METRICS, metrics)
+            if main:
+                save_checkpoint(run_dir / rundir.CHECKPOINT, _state(s, epoch, history, diags))
+                rundir.append_line(run_dir / rundir.METRICS, metrics)
             progress.log(metrics)
             tb.log(metrics)
-    rundir.write_summary(run_dir, history[-1] if history else {})
+    if main:
+        rundir.write_summary(run_dir, history[-1] if history else {})
     return run_dir

@@ -10,10 +10,10 @@ from tqdm import tqdm
 class Progress:
     """Progress bar on stderr (off when ``cfg.progress`` is false); one summary line per epoch."""
 
-    def __init__(self, cfg, steps_per_epoch: int, done_epochs: int) -> None:
-        self.cfg = cfg
+    def __init__(self, cfg, steps_per_epoch: int, done_epochs: int, enabled: bool = True) -> None:
+        self.cfg, self.enabled = cfg, enabled
         self.bar = tqdm(total=steps_per_epoch * cfg.epochs, initial=steps_per_epoch * done_epochs,
-                        disable=not cfg.progress, file=sys.stderr, dynamic_ncols=True, unit="step",
+                        disable=not (cfg.progress and enabled), file=sys.stderr, dynamic_ncols=True, unit="step",
                         desc=cfg.run_name())
         self._loss = self._acc = None
 
@@ -37,7 +37,9 @@ class Progress:
             self.bar.set_postfix(post, refresh=False)
 
     def log(self, metrics: dict) -> None:
-        """A one-line summary of a finished epoch."""
+        """A one-line summary of a finished epoch (main process only)."""
+        if not self.enabled:
+            return
         parts = [f"{k} {v:.4f}" for k, v in metrics.items()
                  if k in ("train_loss", "train_acc", "test_loss", "test_acc") and v is not None]
         line = f"{self.cfg.run_name()} epoch {metrics['epoch']}/{self.cfg.epochs}: " + ", ".join(parts)

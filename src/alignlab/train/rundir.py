@@ -36,7 +36,7 @@ def git_commit() -> str | None:
     return out.stdout.strip() or None if out.returncode == 0 else None
 
 
-def write_start(run_dir: Path, config: dict, device: str) -> None:
+def write_start(run_dir: Path, config: dict, device: str, world: int = 1) -> None:
     """Write config.yaml and meta.json of a new run."""
     from .. import __version__
 
@@ -47,6 +47,7 @@ def write_start(run_dir: Path, config: dict, device: str) -> None:
         "torch_version": torch.__version__,
         "started": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
         "device": device,
+        "processes": world,
     }
     atomic_write_text(run_dir / META, json.dumps(meta, indent=1) + "\n")
 

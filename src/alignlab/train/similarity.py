@@ -26,8 +26,8 @@ def load_trained(run_dir: Path):
     """(config, Setup) of a finished run, with its final weights loaded."""
     cfg = config_from_dict(rundir.read_config(run_dir))
     s = build(cfg)
-    s.model.load_state_dict(load_checkpoint(Path(run_dir) / rundir.CHECKPOINT)["model"])
-    s.model.eval()
+    s.net.load_state_dict(load_checkpoint(Path(run_dir) / rundir.CHECKPOINT)["model"])
+    s.net.eval()
     return cfg, s
 
 
@@ -57,7 +57,7 @@ def cka_to_bp(run_dirs: list[Path], n_probe: int = 1000, batch: int = 250) -> di
             continue
         _, ref = load_trained(bp[(c.model.name, c.seed)])
         _, other = load_trained(d)
-        per_rule[c.model.name][c.rule].append(layer_cka(other.model, ref.model, ref.dataset, n_probe, batch))
+        per_rule[c.model.name][c.rule].append(layer_cka(other.net, ref.net, ref.dataset, n_probe, batch))
     values = {
         model: {rule: {layer: sum(r[layer] for r in results) / len(results) for layer in results[0]}
                 for rule, results in rules.items()}

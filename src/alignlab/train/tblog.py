@@ -16,16 +16,19 @@ class TBLog:
     of a resumed run have no doubled points.
     """
 
-    def __init__(self, run_dir: Path, purge_step: int | None) -> None:
-        self.writer = SummaryWriter(str(Path(run_dir) / rundir.TB), purge_step=purge_step)
+    def __init__(self, run_dir: Path, purge_step: int | None, enabled: bool = True) -> None:
+        self.writer = SummaryWriter(str(Path(run_dir) / rundir.TB), purge_step=purge_step) if enabled else None
 
     def __enter__(self) -> "TBLog":
         return self
 
     def __exit__(self, *exc) -> None:
-        self.writer.close()
+        if self.writer is not None:
+            self.writer.close()
 
     def log(self, metrics: dict) -> None:
+        if self.writer is None:
+            return
         for key, value in metrics.items():
             if key not in ("epoch", "step") and isinstance(value, (int, float)):
                 self.writer.add_scalar(key, value, metrics["step"])
