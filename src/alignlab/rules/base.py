@@ -64,6 +64,16 @@ def check_choice(rule: str, option: str, value, choices) -> None:
 INITS = ("kaiming", "xavier")
 
 
+@dataclass
+class RandomInitRule(Rule):
+    """A rule whose feedback starts from a random tensor shaped like W."""
+
+    init: str = "kaiming"  # "kaiming" U(±1/√fan_in), as a fresh layer | "xavier" U(±√(6/(fan_in+fan_out)))
+
+    def __post_init__(self) -> None:
+        check_choice(self.name, "init", self.init, INITS)
+
+
 def fan_in_out(weight: Tensor) -> tuple[int, int]:
     """Fan-in and fan-out of a Linear (out, in) or Conv (out, in/groups, *k) weight."""
     receptive = math.prod(weight.shape[2:])

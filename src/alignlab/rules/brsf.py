@@ -18,7 +18,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from .base import INITS, Feedback, Rule, check_choice, new_seed, random_like
+from .base import Feedback, RandomInitRule, new_seed, random_like
 from .registry import register
 from .sign import SignFeedback
 
@@ -55,14 +55,10 @@ class ResampledSignFeedback(SignFeedback):
 
 @register
 @dataclass
-class BRSF(Rule):
+class BRSF(RandomInitRule):
     """brSF: B = |R| ⊙ sign(W), R redrawn each step."""
 
     name = "brsf"
-    init: str = "kaiming"  # distribution of R: "kaiming" | "xavier", as for FA
-
-    def __post_init__(self) -> None:
-        check_choice(self.name, "init", self.init, INITS)
 
     def feedback(self, weight: Tensor) -> Feedback:
         return ResampledSignFeedback(weight, self.init, new_seed())

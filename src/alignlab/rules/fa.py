@@ -22,7 +22,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from .base import INITS, Feedback, Rule, StepCache, check_choice, random_like
+from .base import Feedback, RandomInitRule, StepCache, random_like
 from .registry import register
 
 
@@ -43,15 +43,11 @@ class FixedFeedback(Feedback):
 
 @register
 @dataclass
-class FA(Rule):
+class FA(RandomInitRule):
     """Feedback Alignment: fixed random feedback B, shaped like W."""
 
     name = "fa"
-    init: str = "kaiming"  # "kaiming" U(±1/√fan_in) | "xavier" U(±√(6/(fan_in+fan_out)))
     match_norm: bool = False  # rescale B to ‖W‖ every step
-
-    def __post_init__(self) -> None:
-        check_choice(self.name, "init", self.init, INITS)
 
     def feedback(self, weight: Tensor) -> Feedback:
         return FixedFeedback(random_like(weight, self.init), self.match_norm)

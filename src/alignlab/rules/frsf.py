@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 from torch import Tensor
 
-from .base import INITS, Feedback, Rule, check_choice, random_like
+from .base import Feedback, RandomInitRule, random_like
 from .registry import register
 from .sign import SignFeedback
 
@@ -29,14 +29,10 @@ class FixedMagnitudeSignFeedback(SignFeedback):
 
 @register
 @dataclass
-class FRSF(Rule):
+class FRSF(RandomInitRule):
     """frSF: B = |R| ⊙ sign(W), R fixed."""
 
     name = "frsf"
-    init: str = "kaiming"  # distribution of R: "kaiming" | "xavier", as for FA
-
-    def __post_init__(self) -> None:
-        check_choice(self.name, "init", self.init, INITS)
 
     def feedback(self, weight: Tensor) -> Feedback:
         return FixedMagnitudeSignFeedback(random_like(weight, self.init))

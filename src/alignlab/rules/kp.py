@@ -23,7 +23,7 @@ from dataclasses import dataclass
 
 from torch import Tensor, nn
 
-from .base import INITS, Feedback, Rule, check_choice, random_like
+from .base import Feedback, RandomInitRule, random_like
 from .registry import register
 
 
@@ -40,14 +40,10 @@ class LearnedFeedback(Feedback):
 
 @register
 @dataclass
-class KP(Rule):
+class KP(RandomInitRule):
     """Kolen-Pollack: B learned with W's update and weight decay, so B → W."""
 
     name = "kp"
-    init: str = "kaiming"  # initial B: "kaiming" | "xavier", as for FA
-
-    def __post_init__(self) -> None:
-        check_choice(self.name, "init", self.init, INITS)
 
     def feedback(self, weight: Tensor) -> Feedback:
         return LearnedFeedback(random_like(weight, self.init))

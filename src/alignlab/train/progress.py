@@ -13,7 +13,7 @@ class Progress:
     def __init__(self, cfg, steps_per_epoch: int, done_epochs: int, enabled: bool = True) -> None:
         self.cfg, self.enabled = cfg, enabled
         self.bar = tqdm(total=steps_per_epoch * cfg.epochs, initial=steps_per_epoch * done_epochs,
-                        disable=not (cfg.progress and enabled), file=sys.stderr, dynamic_ncols=True, unit="step",
+                        disable=None if (cfg.progress and enabled) else True, file=sys.stderr, dynamic_ncols=True, unit="step",
                         desc=cfg.run_name())
         self._loss = self._acc = None
 
