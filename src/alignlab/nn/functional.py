@@ -7,6 +7,9 @@ Every rule shares one backward: the weight (and bias) gradient is the true local
 * direct rules (DFA): grad_x = eᵀB_l, a projection of the output error.
 
 If B requires grad (KP), it receives ΔW as its gradient. The forward pass is PyTorch's own.
+A feedback module with an ``observe(grad, matrix)`` method (ldfa) is shown, in the backward,
+the error δ at the layer's output and the feedback tensor that call used, so that it can learn
+from δ (ldfa's P follows δ's principal subspace); no other rule has one.
 Under autocast the forward computes in the autocast dtype, the input is saved in that dtype
 (as BP saves it), the backward runs in the gradient's dtype with B cast to it, and autograd
 casts each returned gradient back to its parameter's dtype.
@@ -35,6 +38,13 @@ def _as_computed(x: Tensor) -> Tensor:
     return x
 
 
+def _observe(feedback, grad: Tensor, matrix: Tensor) -> None:
+    """Show the error at the layer output to a rule that learns from it (``observe``)."""
+    observe = getattr(feedback, "observe", None)
+    if observe is not None:
+        observe(grad, matrix)
+
+
 def _direct_input_grad(feedback, slot: ErrorSlot, x_shape: torch.Size) -> Tensor:
     if slot.error is None:
         raise RuntimeError(
@@ -56,6 +66,7 @@ class LinearFeedbackFn(Function):
     @staticmethod
     def backward(ctx, grad):
         x, matrix = ctx.saved_tensors
+        _observe(ctx.feedback, grad, matrix)
         need_x, need_w, need_b, need_m = ctx.needs_input_grad[:4]
         grad_x = grad_w = grad_b = None
         if need_x:
@@ -88,6 +99,7 @@ class ConvFeedbackFn(Function):
     @staticmethod
     def backward(ctx, grad):
         x, matrix = ctx.saved_tensors
+        _observe(ctx.feedback, grad, matrix)
         need_x, need_w, need_b, need_m = ctx.needs_input_grad[:4]
         direct = ctx.slot is not None
         stride, padding, dilation, groups = ctx.conv

@@ -6,6 +6,7 @@
 """
 
 from . import bp, fa, dfa, usf, brsf, frsf, kp  # noqa: F401  (registers each rule)
+from . import ldfa  # noqa: F401
 from .base import Feedback, Rule
 from .registry import available, get, register
 
