@@ -17,7 +17,7 @@ def mlp(d_in=10, hidden=32, d_out=4):
 
 
 def test_available_rules():
-    assert alignlab.rules.available() == ["bp", "fa", "dfa", "usf", "brsf", "frsf", "kp", "ldfa"]
+    assert alignlab.rules.available() == ["bp", "fa", "dfa", "usf", "brsf", "frsf", "kp", "ldfa", "pfa"]
 
 
 def test_fa_feedback_is_fixed_buffer_with_documented_init():
