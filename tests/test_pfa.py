@@ -105,11 +105,10 @@ def test_grouped_conv_mixes_within_each_group():
     torch.testing.assert_close(F.conv2d(x, fb.matrix(l0.weight), groups=2), two_stage, atol=1e-5, rtol=1e-5)
 
 
-def test_groups_of_a_weight_without_its_layer_must_be_given():
-    weight = nn.Conv2d(4, 8, 3, groups=2).weight  # the layer itself is gone
-    with pytest.raises(ValueError, match="cannot find the conv layer"):
-        PFA().feedback(weight)
-    assert PFA().feedback(weight, groups=2).B.shape == (8, 40)
+def test_b_mixes_within_the_groups_it_is_given():
+    weight = nn.Conv2d(4, 8, 3, groups=2).weight
+    assert PFA().feedback(weight, groups=2).B.shape == (8, 40)  # convert passes the layer's groups
+    assert PFA().feedback(weight).B.shape == (8, 80)
 
 
 # --- the equations -------------------------------------------------------------------------

@@ -70,7 +70,7 @@ def _swap(module: nn.Module, rule: rules.Rule) -> nn.Module:
     module.__class__ = _TWINS[type(module)]
     attr, weight = ("in_proj_feedback", module.in_proj_weight) if isinstance(
         module, nn.MultiheadAttention) else ("feedback", module.weight)
-    feedback = rule.feedback(weight)
+    feedback = rule.feedback(weight, groups=getattr(module, "groups", 1))
     feedback.rule_name = rule.name
     setattr(module, attr, feedback)
     return feedback

@@ -2,12 +2,10 @@
 
 >>> import alignlab
 >>> alignlab.rules.available()
-['bp', 'fa', 'dfa', 'usf', 'brsf', 'frsf', 'kp']
+['bp', 'fa', 'dfa', 'usf', 'brsf', 'frsf', 'kp', 'ldfa', 'pfa']
 """
 
-from . import bp, fa, dfa, usf, brsf, frsf, kp  # noqa: F401  (registers each rule)
-from . import ldfa  # noqa: F401
-from . import pfa  # noqa: F401
+from . import bp, fa, dfa, usf, brsf, frsf, kp, ldfa, pfa  # noqa: F401  (registers each rule)
 from .base import Feedback, Rule
 from .registry import available, get, register
 

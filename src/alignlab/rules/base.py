@@ -46,8 +46,9 @@ class Rule:
 
     name: ClassVar[str] = ""
 
-    def feedback(self, weight: Tensor) -> Feedback:
-        """Build the feedback module for one forward ``weight`` (at conversion time)."""
+    def feedback(self, weight: Tensor, groups: int = 1) -> Feedback:
+        """Build the feedback module for one forward ``weight`` (at conversion time);
+        ``groups`` is the conv layer's (1 for Linear and attention weights)."""
         raise NotImplementedError
 
     def options(self) -> dict:

@@ -31,5 +31,5 @@ class BP(Rule):
 
     name = "bp"
 
-    def feedback(self, weight: Tensor) -> Feedback:
+    def feedback(self, weight: Tensor, groups: int = 1) -> Feedback:
         return ExactFeedback()

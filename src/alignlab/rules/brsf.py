@@ -60,5 +60,5 @@ class BRSF(RandomInitRule):
 
     name = "brsf"
 
-    def feedback(self, weight: Tensor) -> Feedback:
+    def feedback(self, weight: Tensor, groups: int = 1) -> Feedback:
         return ResampledSignFeedback(weight, self.init, new_seed())

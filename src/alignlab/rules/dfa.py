@@ -96,5 +96,5 @@ class DFA(Rule):
         if not (isinstance(self.scale, (int, float)) and self.scale > 0):
             raise ValueError(f"rule 'dfa': scale={self.scale!r} is not valid; give a positive number")
 
-    def feedback(self, weight: Tensor) -> Feedback:
+    def feedback(self, weight: Tensor, groups: int = 1) -> Feedback:
         return DirectFeedback(float(self.scale), new_seed())

@@ -49,5 +49,5 @@ class FA(RandomInitRule):
     name = "fa"
     match_norm: bool = False  # rescale B to ‖W‖ every step
 
-    def feedback(self, weight: Tensor) -> Feedback:
+    def feedback(self, weight: Tensor, groups: int = 1) -> Feedback:
         return FixedFeedback(random_like(weight, self.init), self.match_norm)

@@ -34,5 +34,5 @@ class FRSF(RandomInitRule):
 
     name = "frsf"
 
-    def feedback(self, weight: Tensor) -> Feedback:
+    def feedback(self, weight: Tensor, groups: int = 1) -> Feedback:
         return FixedMagnitudeSignFeedback(random_like(weight, self.init))

@@ -45,5 +45,5 @@ class KP(RandomInitRule):
 
     name = "kp"
 
-    def feedback(self, weight: Tensor) -> Feedback:
+    def feedback(self, weight: Tensor, groups: int = 1) -> Feedback:
         return LearnedFeedback(random_like(weight, self.init))

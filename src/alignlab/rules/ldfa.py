@@ -194,7 +194,7 @@ class LDFA(Rule):
         if isinstance(rate, bool) or not isinstance(rate, (int, float)) or not rate >= 0 or rate == float("inf"):
             raise ValueError(f"rule 'ldfa': oja_rate={rate!r} is not valid; give a finite number >= 0")
 
-    def feedback(self, weight: Tensor) -> Feedback:
+    def feedback(self, weight: Tensor, groups: int = 1) -> Feedback:
         B0 = random_like(weight, self.init)  # first, as kp draws B: same seed, same B at P = I
         n_out = weight.shape[0]
         r = _rank_of(self.rank, n_out)

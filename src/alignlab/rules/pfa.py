@@ -67,7 +67,6 @@ init_r : how R starts, drawn like a weight of its shape: ``"xavier"`` (default, 
 from __future__ import annotations
 
 import math
-import sys
 from dataclasses import dataclass
 
 import torch
@@ -122,27 +121,6 @@ def draw_b(c_out: int, groups: int, k: int, init_b: str) -> Tensor:
     return (2 * torch.rand(c_out, m) - 1) * bound
 
 
-def owner_groups(weight: Tensor, depth: int = 6) -> int:
-    """``groups`` of the conv whose weight is ``weight`` (1 for a Linear or attention weight).
-
-    ``Rule.feedback`` receives only the weight, and a conv kernel's shape does not tell its
-    groups. ``convert`` calls it with the layer in a local variable, so the layer is found, by
-    identity of its weight, among the locals of the calling frames.
-    """
-    if weight.dim() <= 2:
-        return 1
-    frame = sys._getframe(1)
-    for _ in range(depth):
-        if frame is None:
-            break
-        for value in list(frame.f_locals.values()):
-            if isinstance(value, nn.modules.conv._ConvNd) and value.weight is weight:
-                return value.groups
-        frame = frame.f_back
-    raise ValueError("rule 'pfa': cannot find the conv layer of this weight to read its groups; "
-                     "call feedback(weight, groups=...)")
-
-
 @register
 @dataclass
 class PFA(Rule):
@@ -161,8 +139,7 @@ class PFA(Rule):
         if self.init_b == "identity" and self.k != 1:
             raise ValueError(f"rule 'pfa': init_b='identity' needs k=1 (B = I); got k={self.k!r}")
 
-    def feedback(self, weight: Tensor, groups: int | None = None) -> Feedback:
-        groups = owner_groups(weight) if groups is None else groups
+    def feedback(self, weight: Tensor, groups: int = 1) -> Feedback:
         c_out = weight.shape[0]
         R_like = torch.empty((self.k * c_out, *weight.shape[1:]), dtype=weight.dtype, device=weight.device)
         R = random_like(R_like, self.init_r)

@@ -37,5 +37,5 @@ class USF(Rule):
     def __post_init__(self) -> None:
         check_scale(self.name, self.scale)
 
-    def feedback(self, weight: Tensor) -> Feedback:
+    def feedback(self, weight: Tensor, groups: int = 1) -> Feedback:
         return UniformSignFeedback(self.scale)
