@@ -16,7 +16,7 @@ from alignlab.train.checkpoint import load_checkpoint
 from test_train import fake_fashion, read_metrics
 
 ROOT = Path(__file__).resolve().parents[1]
-RULES = ["bp", "fa", "dfa", "brsf", "kp"]
+RULES = ["bp", "fa", "dfa", "brsf", "kp", "pfa", "ldfa"]
 
 
 def free_port() -> int:

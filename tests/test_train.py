@@ -164,3 +164,14 @@ def test_compare_runs_every_rule_and_seed_then_reports(small_data, tmp_path, cap
     assert capsys.readouterr().err.count("finished earlier, kept") == 4
     assert main(["compare", "--rules", "bp,nope", *overrides(small_data, tmp_path)]) == 2
     assert "unknown rule 'nope'" in capsys.readouterr().err
+
+
+def test_written_files_get_the_usual_permissions(tmp_path):
+    from alignlab.train.checkpoint import atomic_write_text
+
+    old = os.umask(0o022)
+    try:
+        atomic_write_text(tmp_path / "f.json", "{}")
+    finally:
+        os.umask(old)
+    assert (tmp_path / "f.json").stat().st_mode & 0o777 == 0o644
