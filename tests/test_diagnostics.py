@@ -155,3 +155,14 @@ def test_weight_alignment_per_rule():
     assert weight_alignment(alignlab.convert(nn.Sequential(nn.Linear(8, 6)), rule="dfa")) == {}
     fa = weight_alignment(alignlab.convert(nn.Sequential(nn.Linear(80, 60)), rule="fa"))["0"]
     assert 80 < fa["angle"] < 100
+
+
+def test_ranks_from_gram_eigenvalues_match_svd():
+    torch.manual_seed(0)
+    for shape in ((50, 8), (8, 50), (300, 300)):
+        x = torch.randn(shape) @ torch.diag(torch.logspace(0, -2, shape[1]))
+        s = torch.linalg.svdvals(x.double())
+        from alignlab.diagnostics.rank import all_ranks, singular_values
+        torch.testing.assert_close(singular_values(x)[: len(s)], s, atol=1e-8, rtol=1e-6)
+        got = all_ranks(x)
+        assert got == {"erank": effective_rank(x), "srank": stable_rank(x), "pr": participation_ratio(x)}

@@ -14,13 +14,11 @@ from torch import Tensor, nn
 
 from ..convert import converted_layers
 from .alignment import measure_alignment, weight_alignment
-from .rank import effective_rank, participation_ratio, stable_rank
-
-RANKS = {"erank": effective_rank, "srank": stable_rank, "pr": participation_ratio}
+from .rank import all_ranks
 
 
 def _ranks(kind: str, name: str, x: Tensor, conv: bool) -> dict[str, float]:
-    return {f"{r}/{kind}/{name}": fn(x, conv=conv) for r, fn in RANKS.items()}
+    return {f"{r}/{kind}/{name}": v for r, v in all_ranks(x, conv).items()}
 
 
 def measure(model: nn.Module, loss_fn, inputs, targets, angles: bool = True, ranks: bool = True) -> dict[str, float]:
