@@ -1,0 +1,742 @@
+"""Training-step speed and peak memory of every learning rule against plain PyTorch BP.
+
+    python benchmarks/speed.py [--rounds N] [--nets mlp,lenet,resnet20] [--rules fa,dfa,...]
+                               [--biotorch] [--quick] [--no-memory] [--profile]
+
+For each network (batch 128, fixed random inputs, no data loading) it builds one model,
+then one deep copy per rule converted by ``alignlab.convert`` (all start from the same
+weights), plus the unconverted model as the reference ("torch": plain PyTorch BP), plus
+with ``--biotorch`` the same network converted by BioTorch 0.0.16 (fa, usf, dfa).
+
+Speed: one full training step is forward, cross-entropy, backward and an SGD step
+(``zero_grad`` included). After a warm-up, every round times every model once (a visit of
+1 to 20 steps, as many as fill about 0.15 s for that model), in an order rotated by one each
+round; the figure of merit is the median over rounds of (rule's time per step / reference's
+time per step in that round), so slow drifts of the machine's load cancel out.
+
+Memory: one fresh subprocess per (network, model) builds the network and inputs, resets the
+kernel's peak-RSS mark (so torch's import peak does not hide the steps), converts, runs
+warm-up + a few steps and reports its peak RSS (VmHWM; ``ru_maxrss`` would also carry the
+forked parent's peak), or ``torch.cuda.max_memory_allocated`` on CUDA. With training =
+peak - start of the same process, the target is training(rule) - training(BP) <= feedback +
+5 % of training(BP), feedback = bytes of the state-dict entries under ``feedback.``.
+
+Writes benchmarks/results/speed.json and speed.md (speed-quick.* with --quick);
+``--profile`` instead writes speed-profile.md: torch.profiler's top ops for BP and the rules.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import copy
+import gc
+import io
+import json
+import math
+import os
+import platform
+import resource
+import statistics
+import subprocess
+import sys
+import time
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+HERE = Path(__file__).resolve().parent
+RESULTS = HERE / "results"
+
+try:  # a source checkout without `pip install -e .` still runs
+    import alignlab  # noqa: F401
+except ImportError:
+    sys.path.insert(0, str(HERE.parent / "src"))
+    import alignlab  # noqa: F401
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from alignlab import converted_layers, models
+
+BIOTORCH_PIP = "pip install --no-deps biotorch==0.0.16"
+BIOTORCH_MODES = ("fa", "usf", "dfa")
+REFERENCE = "torch"  # the unconverted model: plain PyTorch BP
+
+# the issue's speed targets: median ratio to BP must not exceed these; other rules: report only
+SPEED_TARGETS = {"fa": 1.03, "usf": 1.03, "frsf": 1.03, "brsf": 1.03, "dfa": 0.85, "kp": 1.10}
+MEMORY_SLACK = 0.05  # of BP's own training memory (peak - start)
+
+
+@dataclass(frozen=True)
+class NetSpec:
+    model: str
+    in_shape: tuple[int, ...]
+    options: dict = field(default_factory=dict)
+    rounds: int = 30  # default timed rounds
+    norm: str | None = None
+
+
+NETS = {
+    "mlp": NetSpec("mlp", (1, 28, 28), {"depth": 2, "width": 1024}, rounds=30),
+    "lenet": NetSpec("lenet", (1, 28, 28), {}, rounds=30),
+    "resnet20": NetSpec("resnet20", (3, 32, 32), {}, rounds=20, norm="batch"),
+}
+# --quick: tiny versions of the same networks, for tests
+QUICK_NETS = {
+    "mlp": NetSpec("mlp", (1, 8, 8), {"depth": 2, "width": 32}, rounds=2),
+    "lenet": NetSpec("lenet", (1, 28, 28), {}, rounds=2),
+    "resnet20": NetSpec("resnet20", (3, 16, 16), {}, rounds=2, norm="batch"),
+}
+
+
+@dataclass
+class Settings:
+    nets: list[str]
+    rules: list[str]
+    biotorch: bool = False
+    rounds: int | None = None  # None: each net's default
+    warmup: int = 3
+    batch: int = 128
+    visit_s: float = 0.15  # each model gets as many steps per visit as fill about this (1 to 20)
+    memory: bool = True
+    memory_warmup: int = 1  # steps in each memory subprocess: warm-up, then more steps
+    memory_steps: int = 2  # (SGD's momentum buffers exist from the first step on)
+    memory_jobs: int = 2  # memory workers run side by side
+    quick: bool = False
+    device: str = "cpu"
+    seed: int = 0
+    num_classes: int = 10
+
+    def spec(self, net: str) -> NetSpec:
+        return (QUICK_NETS if self.quick else NETS)[net]
+
+
+# ----------------------------------------------------------------------------- models
+
+
+def net_and_data(settings: Settings, net: str) -> tuple[nn.Module, torch.Tensor, torch.Tensor]:
+    """The base model (seeded) and one fixed random batch."""
+    spec = settings.spec(net)
+    torch.manual_seed(settings.seed)
+    model = models.build(spec.model, in_shape=spec.in_shape, num_classes=settings.num_classes,
+                         norm=spec.norm, **spec.options)
+    g = torch.Generator().manual_seed(settings.seed + 1)
+    x = torch.randn(settings.batch, *spec.in_shape, generator=g)
+    y = torch.randint(0, settings.num_classes, (settings.batch,), generator=g)
+    dev = torch.device(settings.device)
+    return model.to(dev), x.to(dev), y.to(dev)
+
+
+def require_biotorch():
+    try:
+        from biotorch.module.biomodule import BioModule
+    except ImportError:
+        sys.exit(f"speed.py: --biotorch needs BioTorch 0.0.16 in this environment; run: {BIOTORCH_PIP}")
+    return BioModule
+
+
+@dataclass
+class Candidate:
+    label: str  # "torch", an alignlab rule name, or "biotorch-<mode>"
+    kind: str  # "reference" | "alignlab" | "biotorch"
+    model: nn.Module
+    step: Callable[[], torch.Tensor]
+    optimizer: torch.optim.Optimizer
+    last_loss: float = math.nan
+
+
+def make_candidate(settings: Settings, label: str, base: nn.Module, x, y, copy_model: bool = True) -> Candidate:
+    """A deep copy of ``base`` (or ``base`` itself) converted for ``label``, with its own SGD
+    and step function."""
+    torch.manual_seed(settings.seed + 2)  # the same feedback draws in the timing and memory runs
+    model = copy.deepcopy(base) if copy_model else base
+    dfa_biotorch = False
+    if label == REFERENCE:
+        kind = "reference"
+    elif label.startswith("biotorch-"):
+        kind, mode = "biotorch", label.split("-", 1)[1]
+        BioModule = require_biotorch()
+        # its DFA layers use register_backward_hook, which torch warns about at every forward
+        warnings.filterwarnings("ignore", message="Using a non-full backward hook")
+        with contextlib.redirect_stdout(io.StringIO()):
+            model = BioModule(model, mode=mode, output_dim=settings.num_classes if mode == "dfa" else None)
+        dfa_biotorch = mode == "dfa"
+    else:
+        kind = "alignlab"
+        alignlab.convert(model, rule=label)
+    model.train()
+    # the optimizer comes after convert, so KP's feedback parameters are in it (as the README says)
+    opt = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9, weight_decay=1e-4)
+
+    if dfa_biotorch:
+        def step():  # BioTorch's own DFA loop: the model takes targets and the loss function
+            opt.zero_grad()
+            out = model(x, y, F.cross_entropy)
+            loss = F.cross_entropy(out, y)
+            loss.backward()
+            opt.step()
+            return loss
+    else:
+        def step():
+            opt.zero_grad()
+            loss = F.cross_entropy(model(x), y)
+            loss.backward()
+            opt.step()
+            return loss
+    return Candidate(label, kind, model, step, opt)
+
+
+def candidate_labels(settings: Settings) -> list[str]:
+    labels = [REFERENCE] + list(settings.rules)
+    if settings.biotorch:
+        labels += [f"biotorch-{m}" for m in BIOTORCH_MODES]
+    return labels
+
+
+def feedback_bytes(model: nn.Module) -> int:
+    """Bytes of the state-dict entries that are feedback: alignlab's ``feedback.`` entries,
+    BioTorch's ``weight_backward``/``bias_backward``."""
+    total = 0
+    for key, t in model.state_dict().items():
+        parts = key.split(".")
+        if any(p in ("feedback", "in_proj_feedback") for p in parts[:-1]) or parts[-1] in (
+                "weight_backward", "bias_backward"):
+            total += t.numel() * t.element_size()
+    return total
+
+
+def extra_feedback_bytes(model: nn.Module, optimizer: torch.optim.Optimizer) -> dict:
+    """Feedback memory that is not in the state dict: tensors derived from W each step
+    (sign-symmetry's B) and the gradients and optimizer state of learned feedback (KP)."""
+    stored = {t.data_ptr() for t in model.state_dict().values()}
+    derived = grads = state = 0
+    for _, layer, fb in converted_layers(model):
+        for p in fb.parameters():
+            if p.grad is not None:
+                grads += p.grad.numel() * p.grad.element_size()
+            for v in optimizer.state.get(p, {}).values():
+                if torch.is_tensor(v):
+                    state += v.numel() * v.element_size()
+        if getattr(fb, "direct", False):
+            continue
+        weight = getattr(layer, "weight", None)
+        if weight is None:
+            weight = getattr(layer, "in_proj_weight", None)
+        if weight is None:
+            continue
+        with torch.no_grad():
+            m = fb.matrix(weight)
+        if m is not None and m.data_ptr() not in stored:
+            derived += m.numel() * m.element_size()
+    return {"derived_bytes": derived, "feedback_grad_bytes": grads, "feedback_optimizer_bytes": state}
+
+
+# ----------------------------------------------------------------------------- timing
+
+
+def _sync(device: str) -> None:
+    if device.startswith("cuda"):
+        torch.cuda.synchronize()
+
+
+def time_interleaved(settings: Settings, net: str, log=print) -> dict:
+    """Round-robin timing of every candidate of ``net``; returns the per-net result dict."""
+    base, x, y = net_and_data(settings, net)
+    labels = candidate_labels(settings)
+    cands, errors = [], {}
+    for label in labels:
+        try:
+            cands.append(make_candidate(settings, label, base, x, y))
+        except Exception as exc:  # a rule that cannot convert this net is reported, not fatal
+            if label == REFERENCE:
+                raise
+            errors[label] = f"{type(exc).__name__}: {exc}"
+            log(f"  {net}: {label} skipped ({errors[label]})")
+
+    # warm-up; each model's fastest warm-up step sets its steps per visit (a visit lasts about
+    # visit_s, so a slow rule does not stretch the run and a fast one is not one timer tick)
+    steps = {}
+    for c in list(cands):
+        fastest = math.inf
+        try:
+            for _ in range(max(1, settings.warmup)):
+                _sync(settings.device)
+                tic = time.perf_counter()
+                c.step()
+                _sync(settings.device)
+                fastest = min(fastest, time.perf_counter() - tic)
+        except Exception as exc:  # a rule whose step fails on this net is reported, not fatal
+            if c.label == REFERENCE:
+                raise
+            errors[c.label] = f"{type(exc).__name__}: {exc}"
+            log(f"  {net}: {c.label} dropped ({errors[c.label]})")
+            cands.remove(c)
+            continue
+        steps[c.label] = 1 if settings.quick else max(1, min(20, round(settings.visit_s / fastest)))
+    rounds = settings.rounds or settings.spec(net).rounds
+
+    times = {c.label: [] for c in cands}
+    gc_was_enabled = gc.isenabled()
+    gc.disable()
+    try:
+        for r in range(rounds):
+            k = r % len(cands)
+            for c in cands[k:] + cands[:k]:
+                _sync(settings.device)
+                tic = time.perf_counter()
+                for _ in range(steps[c.label]):
+                    loss = c.step()
+                _sync(settings.device)
+                times[c.label].append((time.perf_counter() - tic) / steps[c.label] * 1e3)
+                c.last_loss = float(loss.detach())
+            gc.collect()
+            if not settings.quick and (r + 1) % 5 == 0:
+                med = statistics.median(times[REFERENCE])
+                log(f"  {net}: round {r + 1}/{rounds}, reference {med:.1f} ms/step")
+    finally:
+        if gc_was_enabled:
+            gc.enable()
+
+    ref = times[REFERENCE]
+    results = {}
+    for c in cands:
+        ms = times[c.label]
+        ratios = [a / b for a, b in zip(ms, ref)]
+        q = statistics.quantiles(ratios, n=4, method="inclusive") if len(ratios) >= 2 else [ratios[0]] * 3
+        target = SPEED_TARGETS.get(c.label) if c.kind == "alignlab" else None
+        med_ratio = statistics.median(ratios)
+        results[c.label] = {
+            "kind": c.kind,
+            "median_ms": statistics.median(ms),
+            "median_ratio": med_ratio,
+            "ratio_iqr": [q[0], q[2]],
+            "ratios": ratios,
+            "ms_per_round": ms,
+            "final_loss": c.last_loss,
+            "speed_target": target,
+            "speed_holds": None if target is None else med_ratio <= target,
+            "steps_per_visit": steps[c.label],
+        }
+    for label, err in errors.items():
+        results[label] = {"kind": "biotorch" if label.startswith("biotorch-") else "alignlab", "error": err}
+    spec = settings.spec(net)
+    return {
+        "model": spec.model, "in_shape": list(spec.in_shape), "options": spec.options, "norm": spec.norm,
+        "batch": settings.batch, "rounds": rounds, "warmup_steps": settings.warmup,
+        "visit_s": settings.visit_s, "reference": REFERENCE, "order": [c.label for c in cands],
+        "results": results,
+    }
+
+
+# ----------------------------------------------------------------------------- memory
+
+
+def _reset_peak_rss() -> bool:
+    """Reset the kernel's peak-RSS mark (VmHWM, which ru_maxrss reads) to the current RSS."""
+    try:
+        with open("/proc/self/clear_refs", "w") as f:
+            f.write("5")
+        return True
+    except OSError:
+        return False
+
+
+def _status_bytes(field: str) -> int | None:
+    """A ``kB`` field of /proc/self/status (VmRSS: current RSS, VmHWM: its peak), in bytes."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith(field + ":"):
+                return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return None
+
+
+def _peak_rss_bytes() -> int:
+    """This process's peak RSS. VmHWM, not ru_maxrss: Linux's ru_maxrss also keeps the peak of
+    the process image that exec replaced, i.e. of the benchmark's forked parent (over 1 GiB
+    here), so every worker reported that parent's figure."""
+    hwm = _status_bytes("VmHWM")
+    return hwm if hwm is not None else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+
+
+def memory_worker(settings: Settings, net: str, label: str) -> dict:
+    """Run in a fresh process: build the net and inputs, mark the start, convert, warm up and
+    step, report the peak. On Linux the peak-RSS mark is reset after the build, so the import
+    of torch (a transient peak of its own) does not hide the training steps' memory."""
+    cuda = settings.device.startswith("cuda")
+    base, x, y = net_and_data(settings, net)
+    gc.collect()
+    out = {"label": label}
+    if cuda:
+        torch.cuda.synchronize()
+        torch.cuda.reset_peak_memory_stats()
+        out["start_bytes"] = torch.cuda.memory_allocated()
+    else:
+        out["peak_reset"] = _reset_peak_rss()
+        out["start_bytes"] = _status_bytes("VmRSS") if out["peak_reset"] else None
+    c = make_candidate(settings, label, base, x, y, copy_model=False)
+    for _ in range(settings.memory_warmup + settings.memory_steps):
+        c.step()
+    if cuda:
+        torch.cuda.synchronize()
+        out["peak_bytes"] = torch.cuda.max_memory_allocated()
+    else:
+        out["peak_bytes"] = _peak_rss_bytes()
+    # after the peak is read: these may allocate
+    out["feedback_bytes"] = feedback_bytes(c.model)
+    out.update(extra_feedback_bytes(c.model, c.optimizer))
+    return out
+
+
+def worker_args(settings: Settings) -> list[str]:
+    args = ["--batch", str(settings.batch), "--memory-warmup", str(settings.memory_warmup),
+            "--memory-steps", str(settings.memory_steps), "--device", settings.device,
+            "--seed", str(settings.seed)]
+    return args + (["--quick"] if settings.quick else [])
+
+
+def worker_env() -> dict:
+    """The memory workers' environment. glibc raises its mmap threshold each time a large
+    block is freed, so later blocks come from the heap and stay resident after being freed:
+    RSS then counts dead temporaries (conversion's random draws, say) by chance. A fixed
+    threshold sends every block over 64 KiB back to the OS when freed, so the peak RSS
+    tracks live tensors (measured: FA's peak over BP's = its B + 0.5 MiB, run to run within
+    0.2 MiB; with glibc's default, B + 7 MiB ± 1 MiB on the MLP)."""
+    env = dict(os.environ)
+    env.setdefault("MALLOC_MMAP_THRESHOLD_", "65536")
+    return env
+
+
+def measure_memory(settings: Settings, net: str, labels: list[str], log=print) -> dict:
+    """Peak memory of each label, each in its own fresh subprocess. Workers run
+    ``settings.memory_jobs`` at a time: each one's RSS is its own, so running them side by
+    side changes their speed, not their memory (most of their time is importing torch)."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    def one(label: str):
+        cmd = [sys.executable, str(Path(__file__).resolve()), "--memory-worker", net, label,
+               *worker_args(settings)]
+        return label, subprocess.run(cmd, capture_output=True, text=True, env=worker_env())
+
+    out = {}
+    with ThreadPoolExecutor(max_workers=max(1, settings.memory_jobs)) as pool:
+        for label, proc in pool.map(one, labels):
+            if proc.returncode != 0:
+                last = (proc.stderr.strip().splitlines() or ["(no output)"])[-1]
+                out[label] = {"error": last}
+                log(f"  {net}: memory of {label} failed: {last}")
+                continue
+            out[label] = json.loads(proc.stdout.strip().splitlines()[-1])
+    return out
+
+
+def memory_verdicts(mem: dict, results: dict) -> None:
+    """Attach each label's memory figures and the target check to ``results``."""
+    bp = mem.get(REFERENCE, {})
+    bp_peak, bp_start = bp.get("peak_bytes"), bp.get("start_bytes")
+    for label, res in results.items():
+        m = mem.get(label)
+        if m is None:
+            continue
+        if "error" in m:
+            res["memory"] = {"error": m["error"]}
+            continue
+        entry = dict(m)
+        entry.pop("label", None)
+        peak, fb = m["peak_bytes"], m["feedback_bytes"]
+        if m.get("start_bytes") is not None:
+            entry["training_bytes"] = peak - m["start_bytes"]  # what convert + steps added
+        if bp_peak is not None:
+            # compare what the steps added over each process's start when both are known: the
+            # start RSS itself varies by a few hundred KiB from process to process
+            if bp_start is not None and m.get("start_bytes") is not None:
+                delta = entry["training_bytes"] - (bp_peak - bp_start)
+                bp_training = bp_peak - bp_start
+            else:
+                delta, bp_training = peak - bp_peak, bp_peak
+            entry["delta_vs_bp_bytes"] = delta
+            allowed = fb + MEMORY_SLACK * bp_training
+            entry["allowed_delta_bytes"] = allowed
+            if res.get("kind") == "alignlab":
+                entry["holds"] = delta <= allowed
+                extra = m["derived_bytes"] + m["feedback_grad_bytes"] + m["feedback_optimizer_bytes"]
+                entry["holds_counting_all_feedback"] = delta <= allowed + extra
+        res["memory"] = entry
+
+
+# ----------------------------------------------------------------------------- profile
+
+
+def profile(settings: Settings, nets: list[str], labels: list[str], steps: int = 5, repeats: int = 3,
+            top: int = 10) -> str:
+    """Markdown: torch.profiler's top ops (self CPU time) per step of each label.
+
+    Each label is profiled ``repeats`` times over ``steps`` steps, interleaved with the other
+    labels (order rotated per repeat); each op's figure is the median over the repeats."""
+    from torch.profiler import ProfilerActivity, profile as tprofile
+
+    parts = ["# Where the time goes (torch.profiler, self CPU time per step)\n",
+             f"{time.strftime('%Y-%m-%d %H:%M')}; torch {torch.__version__}; {cpu_model()}, "
+             f"{torch.get_num_threads()} threads; batch {settings.batch}; median of {repeats} interleaved "
+             f"profiles of {steps} steps each; wall = the step's wall time under the profiler."]
+    if hasattr(os, "getloadavg"):
+        parts.append(f"Load average at start: {[round(v, 2) for v in os.getloadavg()]}.")
+    for net in nets:
+        base, x, y = net_and_data(settings, net)
+        cands = [make_candidate(settings, label, base, x, y) for label in labels]
+        for c in cands:
+            for _ in range(settings.warmup):
+                c.step()
+        runs: dict[str, list] = {c.label: [] for c in cands}
+        for r in range(repeats):
+            k = r % len(cands)
+            for c in cands[k:] + cands[:k]:
+                with tprofile(activities=[ProfilerActivity.CPU]) as prof:
+                    tic = time.perf_counter()
+                    for _ in range(steps):
+                        c.step()
+                    wall = (time.perf_counter() - tic) / steps
+                ops = {e.key: (e.self_cpu_time_total / steps, e.count / steps) for e in prof.key_averages()}
+                runs[c.label].append((ops, wall))
+        for label, found in runs.items():
+            keys = {k for ops, _ in found for k in ops}
+            med = {k: statistics.median(ops.get(k, (0.0, 0))[0] for ops, _ in found) for k in keys}
+            calls = {k: max(ops.get(k, (0.0, 0))[1] for ops, _ in found) for k in keys}
+            total = sum(med.values())
+            wall = statistics.median(w for _, w in found)
+            parts.append(f"\n## {net}, {label}: wall {wall * 1e3:.1f} ms/step, self CPU {total / 1e3:.1f} ms/step\n")
+            parts.append("| op | calls/step | self ms/step | share |\n|---|---|---|---|")
+            for k in sorted(med, key=med.get, reverse=True)[:top]:
+                parts.append(f"| `{k}` | {calls[k]:g} | {med[k] / 1e3:.2f} | {100 * med[k] / total:.1f} % |")
+    return "\n".join(parts) + "\n"
+
+
+# ----------------------------------------------------------------------------- report
+
+
+def cpu_model() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown"
+
+
+def machine() -> dict:
+    info = {"platform": platform.platform(), "python": platform.python_version(), "cpu": cpu_model(),
+            "cpu_count": os.cpu_count(), "torch_threads": torch.get_num_threads()}
+    if hasattr(os, "getloadavg"):
+        info["loadavg_at_start"] = list(os.getloadavg())
+    if torch.cuda.is_available():
+        info["cuda_device"] = torch.cuda.get_device_name()
+    return info
+
+
+def run_benchmark(settings: Settings, log=print) -> dict:
+    """Time (and measure the memory of) every candidate on every net; the report dict."""
+    if settings.biotorch:
+        require_biotorch()
+    started = time.perf_counter()
+    report = {
+        "what": "training step (forward, cross-entropy, backward, SGD step incl. zero_grad) time and "
+                "peak memory per learning rule vs plain PyTorch BP; ratio = median over rounds of "
+                "rule time / BP time in the same round",
+        "date": time.strftime("%Y-%m-%d %H:%M:%S %z"),
+        "torch": torch.__version__, "alignlab": getattr(alignlab, "__version__", "?"),
+        "device": settings.device, "quick": settings.quick, "machine": machine(),
+        "optimizer": "SGD(lr=0.01, momentum=0.9, weight_decay=1e-4)",
+        "speed_targets": SPEED_TARGETS,
+        "memory_target": f"peak <= BP peak + feedback bytes + {MEMORY_SLACK:.0%} of BP's training memory, "
+                         "checked as training(rule) - training(BP) <= feedback + 5 % of training(BP), "
+                         "training = peak - start of the same process",
+        "memory_measure": "cuda max_memory_allocated" if settings.device.startswith("cuda")
+        else "peak RSS (VmHWM) of a fresh subprocess per (net, model), its peak mark reset after "
+             "the net and inputs are built (start = RSS then)",
+        "nets": {},
+    }
+    if settings.biotorch:
+        from importlib.metadata import version
+        report["biotorch"] = version("biotorch")
+    for net in settings.nets:
+        tic = time.perf_counter()
+        log(f"{net}: timing {', '.join(candidate_labels(settings))}")
+        entry = time_interleaved(settings, net, log)
+        entry["timing_s"] = time.perf_counter() - tic
+        if settings.memory:
+            tic = time.perf_counter()
+            labels = [lab for lab, r in entry["results"].items() if "error" not in r]
+            memory_verdicts(measure_memory(settings, net, labels, log), entry["results"])
+            entry["memory_s"] = time.perf_counter() - tic
+        report["nets"][net] = entry
+        log(format_net(net, entry))
+    report["elapsed_s"] = time.perf_counter() - started
+    if hasattr(os, "getloadavg"):
+        report["machine"]["loadavg_at_end"] = list(os.getloadavg())
+    return report
+
+
+def _mib(b) -> str:
+    return "–" if b is None else f"{b / 2**20:.1f}"
+
+
+def _signed_mib(b) -> str:
+    return "–" if b is None else f"{b / 2**20:+.1f}"
+
+
+def format_net(net: str, entry: dict) -> str:
+    """One Markdown table for one net."""
+    counts = sorted({r["steps_per_visit"] for r in entry["results"].values() if "steps_per_visit" in r})
+    visits = f"{counts[0]}–{counts[-1]}" if len(counts) > 1 else f"{counts[0] if counts else 0}"
+    head = (f"### {net} ({entry['model']}, input {'×'.join(map(str, entry['in_shape']))}, batch {entry['batch']}"
+            f"{', norm ' + entry['norm'] if entry['norm'] else ''}): {entry['rounds']} rounds, "
+            f"visits of {visits} step(s)\n\n"
+            "| rule | ms/step | ratio to BP (IQR) | speed target | speed holds? | peak RSS MiB (training) | Δ vs BP MiB | "
+            "feedback MiB | other feedback MiB | memory holds? |\n"
+            "|---|---|---|---|---|---|---|---|---|---|")
+    rows = [head]
+    for label, r in entry["results"].items():
+        if "error" in r:
+            rows.append(f"| {label} | – | not run: {r['error']} | | | | | | | |")
+            continue
+        name = "BP (plain PyTorch)" if label == REFERENCE else label
+        ratio = f"{r['median_ratio']:.3f} ({r['ratio_iqr'][0]:.2f}–{r['ratio_iqr'][1]:.2f})"
+        if label == REFERENCE:
+            ratio = "1"
+        target = "report only" if r["speed_target"] is None else f"≤ {r['speed_target']:.2f}×"
+        if label == REFERENCE:
+            target = "reference"
+        holds = "" if r["speed_holds"] is None else ("yes" if r["speed_holds"] else "**no**")
+        m = r.get("memory", {})
+        if "error" in m:
+            mem_cells = ["error", "", "", "", ""]
+        else:
+            other = m.get("derived_bytes", 0) + m.get("feedback_grad_bytes", 0) + m.get("feedback_optimizer_bytes", 0)
+            if "holds" in m:
+                mh = "yes" if m["holds"] else ("**no**" + (" (yes counting other feedback)"
+                                                           if m.get("holds_counting_all_feedback") else ""))
+            else:
+                mh = ""
+            peak = _mib(m.get("peak_bytes"))
+            if m.get("training_bytes") is not None:
+                peak += f" ({_signed_mib(m['training_bytes'])})"
+            mem_cells = [peak, _signed_mib(m.get("delta_vs_bp_bytes")),
+                         _mib(m.get("feedback_bytes")) if m else "–", _mib(other) if m else "–", mh]
+        rows.append(f"| {name} | {r['median_ms']:.1f} | {ratio} | {target} | {holds} | " + " | ".join(mem_cells) + " |")
+    return "\n".join(rows) + "\n"
+
+
+def to_markdown(report: dict) -> str:
+    mach = report["machine"]
+    lines = [
+        "# Training-step speed and peak memory per rule" + (" (--quick)" if report["quick"] else ""),
+        "",
+        f"{report['date']}; torch {report['torch']}; {report['device']}; {mach['cpu']}, "
+        f"{mach['cpu_count']} CPUs, {mach['torch_threads']} torch threads; {mach['platform']}."
+        + (f" BioTorch {report['biotorch']}." if "biotorch" in report else ""),
+        f"Load average at start {mach.get('loadavg_at_start')}, at end {mach.get('loadavg_at_end')}; "
+        f"whole run {report['elapsed_s']:.0f} s.",
+        "",
+        "Step = forward, cross-entropy, backward, " + report["optimizer"] + " step (zero_grad included). "
+        "Ratio = median over rounds of (time / plain-PyTorch BP's time in the same round); IQR = "
+        "25th–75th percentile of those per-round ratios. `bp` is alignlab's bp rule (a converted model "
+        "running exact transport): its ratio shows the noise floor. Peak = " + report["memory_measure"]
+        + "; training = peak - start; Δ vs BP = training(rule) - training(BP)"
+        + "; memory target: " + report["memory_target"] + "; feedback = state-dict entries under "
+        "`feedback.` (BioTorch: `weight_backward`/`bias_backward`); other feedback = tensors derived "
+        "from W each step (sign rules' B) + gradients and SGD momentum of learned feedback (kp).",
+        "",
+    ]
+    for net, entry in report["nets"].items():
+        lines.append(format_net(net, entry))
+    return "\n".join(lines)
+
+
+def write_outputs(report: dict, out_dir: Path) -> tuple[Path, Path]:
+    out_dir.mkdir(parents=True, exist_ok=True)
+    stem = "speed-quick" if report["quick"] else "speed"
+    js, md = out_dir / f"{stem}.json", out_dir / f"{stem}.md"
+    js.write_text(json.dumps(report, indent=1) + "\n")
+    md.write_text(to_markdown(report))
+    return js, md
+
+
+# ----------------------------------------------------------------------------- command line
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--rounds", type=int, default=None, help="timed rounds (default: mlp/lenet 30, resnet20 20)")
+    p.add_argument("--nets", default="mlp,lenet,resnet20", help="comma-separated: mlp, lenet, resnet20")
+    p.add_argument("--rules", default=None, help="comma-separated alignlab rules (default: all registered)")
+    p.add_argument("--biotorch", action="store_true", help=f"also time BioTorch 0.0.16 fa/usf/dfa ({BIOTORCH_PIP})")
+    p.add_argument("--quick", action="store_true", help="tiny nets, 2 rounds, no visit batching (for tests)")
+    p.add_argument("--no-memory", action="store_true", help="skip the memory subprocesses")
+    p.add_argument("--profile", action="store_true",
+                   help="instead of the benchmark, profile a few steps of BP and each rule (default fa, dfa) "
+                        "and write speed-profile.md")
+    p.add_argument("--batch", type=int, default=128)
+    p.add_argument("--warmup", type=int, default=None, help="warm-up steps per model (default 3, --quick 1)")
+    p.add_argument("--memory-warmup", type=int, default=1, help="warm-up steps in a memory run (default 1)")
+    p.add_argument("--memory-steps", type=int, default=2, help="steps after warm-up in a memory run (default 2)")
+    p.add_argument("--memory-jobs", type=int, default=min(2, os.cpu_count() or 1),
+                   help="memory workers run at once (default: 2, or 1 on one CPU)")
+    p.add_argument("--device", default=None, help="cpu or cuda (default: cuda when available)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--out-dir", default=str(RESULTS))
+    p.add_argument("--memory-worker", nargs=2, metavar=("NET", "LABEL"), help=argparse.SUPPRESS)
+    return p.parse_args(argv)
+
+
+def settings_from(args: argparse.Namespace) -> Settings:
+    nets = [n.strip() for n in args.nets.split(",") if n.strip()]
+    bad = [n for n in nets if n not in NETS]
+    if bad:
+        sys.exit(f"speed.py: unknown net(s) {', '.join(bad)}; choose from {', '.join(NETS)}")
+    available = alignlab.rules.available()
+    rules = available if args.rules is None else [r.strip() for r in args.rules.split(",") if r.strip()]
+    bad = [r for r in rules if r not in available]
+    if bad:
+        sys.exit(f"speed.py: unknown rule(s) {', '.join(bad)}; available: {', '.join(available)}")
+    device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
+    quick = args.quick
+    return Settings(nets=nets, rules=rules, biotorch=args.biotorch,
+                    rounds=args.rounds if args.rounds is not None else (2 if quick else None),
+                    warmup=args.warmup if args.warmup is not None else (1 if quick else 3),
+                    memory_warmup=args.memory_warmup, memory_steps=args.memory_steps,
+                    memory_jobs=args.memory_jobs,
+                    batch=args.batch if not quick or args.batch != 128 else 16,
+                    memory=not args.no_memory, quick=quick, device=device, seed=args.seed)
+
+
+def main(argv=None) -> None:
+    args = parse_args(argv)
+    settings = settings_from(args)
+    if args.memory_worker:
+        net, label = args.memory_worker
+        print(json.dumps(memory_worker(settings, net, label)))
+        return
+    if settings.biotorch:
+        require_biotorch()
+    if args.profile:
+        labels = [REFERENCE, *(args.rules.split(",") if args.rules else ("fa", "dfa"))]
+        if settings.biotorch:
+            labels += [f"biotorch-{m}" for m in BIOTORCH_MODES]
+        text = profile(settings, settings.nets, labels)
+        path = Path(args.out_dir) / ("speed-profile-quick.md" if settings.quick else "speed-profile.md")
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(text)
+        print(f"wrote {path}")
+        return
+    report = run_benchmark(settings)
+    js, md = write_outputs(report, Path(args.out_dir))
+    print(f"wrote {js} and {md} ({report['elapsed_s']:.0f} s)")
+
+
+if __name__ == "__main__":
+    main()
