@@ -130,11 +130,17 @@ def net_and_data(settings: Settings, net: str) -> tuple[nn.Module, torch.Tensor,
     return model.to(dev), x.to(dev), y.to(dev)
 
 
+def fail(message: str) -> None:
+    """Bad input or a missing dependency: one line on stderr, exit status 2 (as the alignlab CLI)."""
+    print(f"speed.py: error: {message}", file=sys.stderr)
+    raise SystemExit(2)
+
+
 def require_biotorch():
     try:
         from biotorch.module.biomodule import BioModule
     except ImportError:
-        sys.exit(f"speed.py: --biotorch needs BioTorch 0.0.16 in this environment; run: {BIOTORCH_PIP}")
+        fail(f"--biotorch needs BioTorch 0.0.16 in this environment; run: {BIOTORCH_PIP}")
     return BioModule
 
 
@@ -697,12 +703,12 @@ def settings_from(args: argparse.Namespace) -> Settings:
     nets = [n.strip() for n in args.nets.split(",") if n.strip()]
     bad = [n for n in nets if n not in NETS]
     if bad:
-        sys.exit(f"speed.py: unknown net(s) {', '.join(bad)}; choose from {', '.join(NETS)}")
+        fail(f"unknown net(s) {', '.join(bad)}; choose from {', '.join(NETS)}")
     available = alignlab.rules.available()
     rules = available if args.rules is None else [r.strip() for r in args.rules.split(",") if r.strip()]
     bad = [r for r in rules if r not in available]
     if bad:
-        sys.exit(f"speed.py: unknown rule(s) {', '.join(bad)}; available: {', '.join(available)}")
+        fail(f"unknown rule(s) {', '.join(bad)}; available: {', '.join(available)}")
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
     quick = args.quick
     return Settings(nets=nets, rules=rules, biotorch=args.biotorch,
