@@ -10,6 +10,7 @@ from torch import nn
 
 import alignlab
 from alignlab.diagnostics.alignment import measure_alignment
+from alignlab.optim import build_optimizer
 from test_rules import bars_task, mlp, small_cnn, teacher_task, train_and_test
 
 
@@ -45,7 +46,7 @@ def principal_cosines(A, B):
 
 def test_defaults_and_per_layer_rank():
     rule = alignlab.rules.get("ldfa")
-    assert rule.options() == {"rank": 10, "learn_p": True, "p_init": "orthogonal", "oja_rate": 1.0,
+    assert rule.options() == {"rank": 10, "learn_p": True, "learn_q": True, "p_init": "orthogonal", "oja_rate": 1.0,
                               "normalize": "batch", "init": "kaiming"}
     model = alignlab.convert(nn.Sequential(nn.Linear(10, 32), nn.ReLU(), nn.Linear(32, 4), nn.Conv1d(4, 6, 3)),
                              rule="ldfa")
@@ -64,8 +65,9 @@ def test_defaults_and_per_layer_rank():
     ({"rank": 0}, "rank=0"), ({"rank": -3}, "rank=-3"), ({"rank": 2.5}, "rank=2.5"), ({"rank": "half"}, "rank='half'"),
     ({"rank": True}, "rank=True"), ({"rank": None}, "rank=None"), ({"p_init": "random"}, "p_init='random'"),
     ({"normalize": "std"}, "normalize='std'"), ({"init": "normal"}, "init='normal'"), ({"learn_p": "yes"}, "learn_p='yes'"),
+    ({"learn_q": 0}, "learn_q=0"),
     ({"oja_rate": -1.0}, "oja_rate=-1.0"), ({"oja_rate": math.nan}, "oja_rate=nan"), ({"oja_rate": "1"}, "oja_rate='1'"),
-    ({"rnak": 3}, "unknown option 'rnak' for rule 'ldfa'; valid options: rank, learn_p, p_init, oja_rate, normalize, init"),
+    ({"rnak": 3}, "unknown option 'rnak' for rule 'ldfa'; valid options: rank, learn_p, learn_q, p_init, oja_rate, normalize, init"),
 ])
 def test_bad_options_raise_one_line_value_errors(options, match):
     with pytest.raises(ValueError, match=match) as info:
@@ -145,6 +147,23 @@ def test_q_tracks_p_times_w_with_w_decay_when_p_is_fixed():
         opt.step()
         torch.testing.assert_close((P @ layer.weight - fb(layer).Q).detach(), (1 - lr * wd) * gap,
                                    rtol=1e-5, atol=1e-6)
+
+
+def test_fixed_p_and_q_give_fixed_random_rank_r_feedback():
+    """learn_p=False, learn_q=False: B = PᵀP B₀, rank r, unchanged by training (no P/Q grads)."""
+    torch.manual_seed(0)
+    model = alignlab.convert(mlp(), rule="ldfa", rank=3, learn_p=False, learn_q=False)
+    layer = model[0]
+    assert not any(p.requires_grad for p in layer.feedback.parameters())
+    B0 = layer.feedback.matrix(layer.weight).detach().clone()
+    assert torch.linalg.matrix_rank(B0) == 3
+    opt = build_optimizer(model, "adamw", lr=0.1, weight_decay=0.1)
+    for _ in range(3):
+        opt.zero_grad()
+        model(torch.randn(16, 10)).pow(2).mean().backward()
+        opt.step()
+    assert torch.equal(layer.feedback.matrix(layer.weight).detach(), B0)
+    assert layer.feedback.P.grad is None and layer.feedback.Q.grad is None
 
 
 def test_feedback_and_input_gradients_have_rank_at_most_r():

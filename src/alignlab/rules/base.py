@@ -56,8 +56,8 @@ class Rule:
 
 
 def check_choice(rule: str, option: str, value, choices) -> None:
-    """One-line ValueError when ``value`` is not one of ``choices``."""
-    if value not in choices:
+    """One-line ValueError when ``value`` is not one of ``choices`` (of the same type: 0 is not False)."""
+    if not any(value == c and type(value) is type(c) for c in choices):
         valid = ", ".join(repr(c) for c in choices)
         raise ValueError(f"rule {rule!r}: {option}={value!r} is not valid; choose one of {valid}")
 

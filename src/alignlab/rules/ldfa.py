@@ -66,6 +66,9 @@ rank : r, the feedback's dimension (default 10: the paper's r = d, the task dime
 learn_p : True (default) learns P by Oja's rule; False keeps P at its initial value (the
     paper's fixed-P ablation). With ``rank="full", p_init="identity", learn_p=False`` the rule
     *is* kp: the same B, updates and decay, step for step (tested).
+learn_q : True (default) learns Q by the KP-type rule; False keeps Q at P B₀. With
+    ``learn_p=False, learn_q=False`` the feedback is a *fixed random rank-r* B = PᵀP B₀ (FA
+    through an r-dimensional bottleneck), the paper's control for adaptive low-rank feedback.
 p_init : ``"orthogonal"`` (default) random orthonormal rows; ``"identity"`` the first r rows
     of the identity (P = I at full rank).
 oja_rate : η_P/η, P's Oja step relative to the optimizer's learning rate (default 1.0). It
@@ -122,11 +125,11 @@ class _LowRankFeedback(Function):
 class LowRankFeedback(Feedback):
     """P (r × N_out) and Q (r × N_in, or a conv kernel): feedback B = PᵀQ, both learned."""
 
-    def __init__(self, P: Tensor, Q: Tensor, *, learn_p: bool = True, oja_rate: float = 1.0,
-                 normalize: str = "batch") -> None:
+    def __init__(self, P: Tensor, Q: Tensor, *, learn_p: bool = True, learn_q: bool = True,
+                 oja_rate: float = 1.0, normalize: str = "batch") -> None:
         super().__init__()
         self.P = nn.Parameter(P, requires_grad=learn_p)
-        self.Q = nn.Parameter(Q)
+        self.Q = nn.Parameter(Q, requires_grad=learn_q)
         self.oja_rate = oja_rate
         self.normalize = normalize
 
@@ -160,8 +163,8 @@ class LowRankFeedback(Feedback):
         node.oja = step if node.oja is None else node.oja + step
 
     def extra_repr(self) -> str:
-        p = "learned" if self.P.requires_grad else "fixed"
-        return f"rank={self.P.shape[0]}, P={tuple(self.P.shape)} ({p}), Q={tuple(self.Q.shape)} (learned)"
+        p, q = ("learned" if t.requires_grad else "fixed" for t in (self.P, self.Q))
+        return f"rank={self.P.shape[0]}, P={tuple(self.P.shape)} ({p}), Q={tuple(self.Q.shape)} ({q})"
 
 
 def _rank_of(rank, n_out: int) -> int:
@@ -176,6 +179,7 @@ class LDFA(Rule):
     name = "ldfa"
     rank: int | str = 10  # r; each layer uses min(r, N_out); "full" = N_out
     learn_p: bool = True  # False: P fixed at its initial value
+    learn_q: bool = True  # False: Q fixed too; with learn_p=False, fixed random rank-r feedback
     p_init: str = "orthogonal"  # "orthogonal" random orthonormal rows | "identity" rows of I
     oja_rate: float = 1.0  # η_P / η: scale of P's Oja gradient
     normalize: str = "batch"  # δ before Oja: "batch" centred, ÷ largest per-unit std | "none"
@@ -187,6 +191,7 @@ class LDFA(Rule):
         if not valid_rank:
             raise ValueError(f"rule 'ldfa': rank={self.rank!r} is not valid; give a positive integer or 'full'")
         check_choice(self.name, "learn_p", self.learn_p, (True, False))
+        check_choice(self.name, "learn_q", self.learn_q, (True, False))
         check_choice(self.name, "p_init", self.p_init, P_INITS)
         check_choice(self.name, "normalize", self.normalize, NORMALIZE)
         check_choice(self.name, "init", self.init, INITS)
@@ -204,5 +209,5 @@ class LDFA(Rule):
             P = torch.linalg.qr(torch.randn(n_out, r, dtype=torch.float32))[0].mT
         P = P.to(device=weight.device, dtype=weight.dtype).contiguous()
         Q = (P @ B0.flatten(1)).view(r, *weight.shape[1:])
-        return LowRankFeedback(P, Q, learn_p=self.learn_p, oja_rate=float(self.oja_rate),
+        return LowRankFeedback(P, Q, learn_p=self.learn_p, learn_q=self.learn_q, oja_rate=float(self.oja_rate),
                                normalize=self.normalize)
