@@ -1,0 +1,169 @@
+"""What the four experiments share: run a list of arms, read their logs, write results.
+
+An *arm* is one labelled run config. ``run_arms`` trains every arm into
+``runs/experiments/<experiment>/<label>`` (a finished run is kept, an unfinished one resumed,
+exactly as ``alignlab compare`` does), and each experiment script turns the runs' logs
+(``metrics.jsonl``, ``diagnostics.jsonl``, ``summary.json``) into a Markdown table, a JSON file
+and PNG plots under ``experiments/results/``. ``--quick`` shrinks every arm to 4 steps on 512
+samples and writes its results elsewhere, so that the tests can run each script end to end.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import statistics
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from alignlab.train import rundir
+from alignlab.train.config import RunConfig, load_config
+from alignlab.train.loop import TrainingDiverged, train
+
+ROOT = Path(__file__).resolve().parent
+CONFIGS = ROOT.parent / "configs"
+
+
+@dataclass
+class Arm:
+    label: str  # the run's folder name and its row in the tables
+    cfg: RunConfig
+
+
+def parse_args(doc: str) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=doc.splitlines()[0])
+    parser.add_argument("--quick", action="store_true",
+                        help="512 training samples, 1 epoch: check that the script runs end to end")
+    parser.add_argument("--runs", default="runs/experiments", help="where the runs go (default: %(default)s)")
+    parser.add_argument("--results", default=None,
+                        help="where results go (default: experiments/results; with --quick: <runs>/quick-results)")
+    args = parser.parse_args()
+    if args.results is None:
+        args.results = str(Path(args.runs) / "quick-results") if args.quick else str(ROOT / "results")
+    return args
+
+
+def run_folder(args: argparse.Namespace, name: str) -> Path:
+    return Path(args.runs) / (name + ("-quick" if args.quick else ""))
+
+
+def config(path: str, *overrides: str, quick: bool = False) -> RunConfig:
+    """``configs/<path>`` with overrides; quick: 1 epoch (on 512 samples, see run_arms), probe of 64."""
+    extra = ["progress=false"] + (["epochs=1", "diagnostics.probe_size=64"] if quick else [])
+    return load_config(CONFIGS / path, [*overrides, *extra])
+
+
+def run_arms(arms: list[Arm], out: Path, quick: bool = False) -> dict[str, Path]:
+    """Train every arm (kept when finished, resumed when not); {label: run dir}."""
+    dirs = {}
+    for i, arm in enumerate(arms, 1):
+        cfg = arm.cfg
+        cfg.out_dir, cfg.name = str(out), arm.label
+        run_dir = out / arm.label
+        dirs[arm.label] = run_dir
+        if rundir.is_done(run_dir):
+            print(f"[{i}/{len(arms)}] {arm.label}: finished earlier, kept", file=sys.stderr)
+            continue
+        tic = time.perf_counter()
+        try:
+            if quick:
+                _train_quick(cfg)
+            else:
+                train(resume=run_dir) if (run_dir / rundir.CONFIG).exists() else train(cfg)
+        except TrainingDiverged as err:
+            print(f"[{i}/{len(arms)}] {arm.label}: {err}", file=sys.stderr)
+            continue
+        print(f"[{i}/{len(arms)}] {arm.label}: {time.perf_counter() - tic:.0f} s, "
+              f"final {final(run_dir)}", file=sys.stderr)
+    return dirs
+
+
+def _train_quick(cfg: RunConfig) -> None:
+    """One short epoch on the first 512 training samples (image datasets are subset here)."""
+    from alignlab import data
+
+    original = data.load
+
+    def small(*args, **kwargs):
+        ds = original(*args, **kwargs)
+        ds.train_x, ds.train_y = ds.train_x[:512], ds.train_y[:512]
+        ds.test_x, ds.test_y = ds.test_x[:256], ds.test_y[:256]
+        return ds
+
+    data.load = small
+    try:
+        train(cfg)
+    finally:
+        data.load = original
+
+
+def read_jsonl(path: Path) -> list[dict]:
+    if not path.is_file():
+        return []
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+def final(run_dir: Path) -> dict:
+    """The last epoch's metrics ({} when the run never finished an epoch)."""
+    history = read_jsonl(run_dir / rundir.METRICS)
+    return history[-1] if history else {}
+
+
+def diagnostics(run_dir: Path) -> list[dict]:
+    return read_jsonl(run_dir / rundir.DIAGNOSTICS)
+
+
+def layers(entries: list[dict], prefix: str) -> list[str]:
+    """Layer names of the keys ``prefix/<layer>``, in network order."""
+    if not entries:
+        return []
+    return [k[len(prefix) + 1:] for k in entries[0] if k.startswith(prefix + "/")]
+
+
+def mean(values: list[float]) -> float:
+    values = [v for v in values if v == v]
+    return statistics.fmean(values) if values else float("nan")
+
+
+def fmt(value: float | None, digits: int = 1, scale: float = 1.0) -> str:
+    if value is None or value != value:
+        return "—"
+    return f"{value * scale:.{digits}f}"
+
+
+def table(header: list[str], rows: list[list[str]]) -> str:
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(r) + " |" for r in rows]
+    return "\n".join(lines)
+
+
+def machine() -> str:
+    return (f"{time.strftime('%Y-%m-%d', time.gmtime())}; torch {torch.__version__}; "
+            f"{platform.machine()}, {torch.get_num_threads()} torch threads")
+
+
+def new_figure(panels: int, width: float = 4.0, height: float = 3.2, rows: int = 1):
+    """A matplotlib Figure (Agg, no pyplot state) and its axes, ``rows`` × ceil(panels/rows)."""
+    from matplotlib.figure import Figure
+
+    cols = -(-panels // rows)
+    fig = Figure(figsize=(width * cols, height * rows), layout="constrained")
+    axes = fig.subplots(rows, cols, squeeze=False).ravel().tolist()
+    for ax in axes[panels:]:
+        ax.set_visible(False)
+    return fig, axes[:panels]
+
+
+def write_results(results: Path, name: str, markdown: str, payload: dict, figures: dict) -> None:
+    """``results/<name>.md``, ``<name>.json`` and ``<name>-<key>.png`` for each figure (key "": ``<name>.png``)."""
+    results.mkdir(parents=True, exist_ok=True)
+    (results / f"{name}.md").write_text(markdown.rstrip() + "\n")
+    (results / f"{name}.json").write_text(json.dumps(payload, indent=1) + "\n")
+    for key, fig in figures.items():
+        fig.savefig(results / (f"{name}-{key}.png" if key else f"{name}.png"), dpi=90)
+    print(f"wrote {results / name}.md, .json and {len(figures)} plot(s)", file=sys.stderr)
