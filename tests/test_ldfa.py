@@ -335,3 +335,13 @@ def test_trains_mlp_and_cnn_well_above_chance_with_rank_equal_to_the_task_dimens
     acc_cnn = train_and_test(alignlab.convert(small_cnn(), rule="ldfa", rank=4), bars_task)
     assert acc_mlp > 0.85, acc_mlp  # chance: 0.25
     assert acc_cnn > 0.8, acc_cnn
+
+
+def test_import_alignlab_does_not_import_dynamo():
+    """torch.compiler.disable is applied on first use: importing it costs ~1.5 s per import."""
+    import subprocess
+    import sys
+
+    code = "import sys, alignlab; print('torch._dynamo' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "False"

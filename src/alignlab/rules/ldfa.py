@@ -122,6 +122,18 @@ class _LowRankFeedback(Function):
         return grad_p, grad_q, None
 
 
+_EAGER = []
+
+
+def _eager_low_rank():
+    """``_LowRankFeedback.apply`` kept out of torch.compile graphs (eager, so that B's autograd
+    node is the one ``observe`` fills in); wrapped on first use, because ``torch.compiler``
+    imports torch._dynamo, which would add about 1.5 s to ``import alignlab``."""
+    if not _EAGER:
+        _EAGER.append(torch.compiler.disable(_LowRankFeedback.apply))
+    return _EAGER[0]
+
+
 class LowRankFeedback(Feedback):
     """P (r × N_out) and Q (r × N_in, or a conv kernel): feedback B = PᵀQ, both learned."""
 
@@ -133,9 +145,8 @@ class LowRankFeedback(Feedback):
         self.oja_rate = oja_rate
         self.normalize = normalize
 
-    @torch.compiler.disable  # eager, so that B's autograd node is the one observe() fills in
     def matrix(self, weight: Tensor) -> Tensor:
-        return _LowRankFeedback.apply(self.P, self.Q, weight.shape)
+        return _eager_low_rank()(self.P, self.Q, weight.shape)
 
     def oja_step(self, delta: Tensor) -> Tensor:
         """⟨y δ̂ᵀ − y yᵀ P⟩ = PĈ − PĈPᵀP for errors ``delta`` (n × N_out), y = P δ̂."""
