@@ -84,6 +84,8 @@ def test_two_processes_train_what_one_does(data_dir, tmp_path, rule):
     b = load_checkpoint(tmp_path / "two" / "checkpoint.pt")["model"]
     assert a.keys() == b.keys()
     for key in a:
+        if key.endswith("drawn_for"):  # brsf's exact fingerprint of W: the weights agree to rounding only
+            continue
         if a[key].is_floating_point():
             torch.testing.assert_close(b[key], a[key], atol=1e-5, rtol=1e-4, msg=key)
         else:

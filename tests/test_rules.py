@@ -74,13 +74,13 @@ def test_brsf_redraws_magnitudes_each_step_reproducibly():
     a = alignlab.convert(nn.Sequential(nn.Linear(6, 5)), rule="brsf")[0]
     torch.manual_seed(3)
     b = alignlab.convert(nn.Sequential(nn.Linear(6, 5)), rule="brsf")[0]
-    B0 = a.feedback.matrix(a.weight)
+    B0 = a.feedback.matrix(a.weight).clone()  # B is rebuilt in place at the next step
     assert torch.equal(B0, a.feedback.matrix(a.weight))  # same W: no new draw
     assert torch.equal(torch.sign(B0), torch.sign(a.weight.detach()))
     opt = torch.optim.SGD(a.parameters(), lr=0.1)
     a(torch.randn(3, 6)).sum().backward()
     opt.step()
-    B1 = a.feedback.matrix(a.weight)
+    B1 = a.feedback.matrix(a.weight).clone()
     assert torch.equal(torch.sign(B1), torch.sign(a.weight.detach()))
     assert not torch.allclose(B1.abs(), B0.abs())  # new magnitudes after the step
     assert int(a.feedback.step) == 2
@@ -93,6 +93,38 @@ def test_brsf_redraws_magnitudes_each_step_reproducibly():
         b.weight.add_(1e-3)  # any change of W's values is a new step
     assert torch.equal(b.feedback.matrix(b.weight).abs(), B1.abs())
     assert torch.equal(b.feedback.R, B1.abs()) and "feedback.R" in dict(b.named_buffers())
+
+
+def test_brsf_magnitudes_are_8_bit_uniform_levels_and_any_bit_change_redraws():
+    torch.manual_seed(0)
+    layer = alignlab.convert(nn.Sequential(nn.Linear(400, 300)), rule="brsf")[0]
+    a = 1 / math.sqrt(400)  # kaiming bound, as FA's B
+    R = layer.feedback.R
+    k = R / (a / 256) - 0.5
+    torch.testing.assert_close(k, k.round(), rtol=0, atol=1e-3)  # (k + 1/2)·a/256
+    assert k.round().min() == 0 and k.round().max() == 255
+    assert abs(R.mean().item() - a / 2) < 0.01 * a and abs(R.var().item() - a * a / 12) < 0.02 * a * a / 12
+    before = R.clone()
+    layer.feedback.matrix(layer.weight)
+    assert torch.equal(layer.feedback.R, before)  # W as drawn for: kept
+    with torch.no_grad():  # one ulp of one entry
+        layer.weight[3, 7] = torch.nextafter(layer.weight[3, 7], torch.tensor(1.0))
+    layer.feedback.matrix(layer.weight)
+    assert not torch.equal(layer.feedback.R, before)
+
+
+@pytest.mark.parametrize("rule", ["usf", "brsf", "frsf"])
+def test_sign_rules_rebuild_b_in_place_once_per_step(rule):
+    layer = alignlab.convert(nn.Sequential(nn.Linear(6, 5)), rule=rule)[0]
+    B = layer.feedback.matrix(layer.weight)
+    ptr, version = B.data_ptr(), B._version
+    assert layer.feedback.matrix(layer.weight)._version == version  # same W: not rebuilt
+    opt = torch.optim.SGD(layer.parameters(), lr=0.1)
+    layer(torch.randn(3, 6)).sum().backward()
+    opt.step()
+    B1 = layer.feedback.matrix(layer.weight)
+    assert B1.data_ptr() == ptr and B1._version > version
+    torch.testing.assert_close(torch.sign(B1), torch.sign(layer.weight.detach()))
 
 
 def test_kp_gives_b_the_weight_gradient_as_a_separate_tensor():

@@ -81,6 +81,12 @@ def fan_in_out(weight: Tensor) -> tuple[int, int]:
     return weight.shape[1] * receptive, weight.shape[0] * receptive
 
 
+def init_bound(weight: Tensor, init: str) -> float:
+    """a of the U(-a, a) that ``init`` names (see :func:`random_like`)."""
+    fan_in, fan_out = fan_in_out(weight)
+    return 1 / math.sqrt(fan_in) if init == "kaiming" else math.sqrt(6 / (fan_in + fan_out))
+
+
 def random_like(weight: Tensor, init: str, generator: torch.Generator | None = None) -> Tensor:
     """A random tensor shaped like ``weight``, uniform in (-a, a), drawn on the CPU.
 
@@ -88,8 +94,7 @@ def random_like(weight: Tensor, init: str, generator: torch.Generator | None = N
     nn.ConvNd weight (kaiming_uniform with a=sqrt(5)); ``xavier``: a = sqrt(6/(fan_in+fan_out))
     (Glorot & Bengio 2010; BioTorch's choice).
     """
-    fan_in, fan_out = fan_in_out(weight)
-    bound = 1 / math.sqrt(fan_in) if init == "kaiming" else math.sqrt(6 / (fan_in + fan_out))
+    bound = init_bound(weight, init)
     r = torch.rand(weight.shape, generator=generator, dtype=torch.float32)
     return ((2 * r - 1) * bound).to(device=weight.device, dtype=weight.dtype)
 

@@ -3,12 +3,16 @@ Abbott 2018, arXiv 1812.06488; Liao et al. 2016):
 
     B_l = |R_l| ⊙ sign(W_l),   R_l redrawn every time W_l changes (each mini-batch)
 
-R is drawn like FA's B (``init``). Each draw comes from a generator seeded by the layer's
-``seed`` and a draw counter ``step``, so processes that share a seed draw the same R without
-talking to each other. The current |R| and a fingerprint of the W it was drawn for (Σw, Σw²
-in float64) are buffers too: a new R is drawn exactly when W differs from that fingerprint,
-however many forward passes (diagnostics, evaluation) run in between, and a run resumed from
-a checkpoint replays the same draws.
+|R| is uniform on (0, a), with a as for FA's B (``init``), drawn at 8-bit resolution: each
+entry is (k + ½)·a/256 with k uniform on {0, …, 255}, so one 64-bit random word gives eight
+magnitudes. (Drawing a fresh float per weight each step cost more than the layer's matmul on a
+CPU; the mean is a/2 exactly and the variance differs from the continuous U(0, a)'s by 1/65536
+of it.) Each draw comes from a generator seeded by the layer's ``seed`` and a draw counter
+``step``, so processes that share a seed draw the same R without talking to each other. The
+current |R| and a fingerprint of the W it was drawn for (the sum of W's bit patterns read as
+integers: exact, so independent of summation order and thread count) are buffers too: a new R
+is drawn exactly when W's bits change, however many forward passes (diagnostics, evaluation)
+run in between, and a run resumed from a checkpoint replays the same draws.
 """
 
 from __future__ import annotations
@@ -18,25 +22,38 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from .base import Feedback, RandomInitRule, new_seed, random_like
+from .base import Feedback, RandomInitRule, init_bound, new_seed
 from .registry import register
 from .sign import SignFeedback
 
 _MIX = 0x9E3779B97F4A7C15 % 2**63  # spreads (seed, step) pairs over the seed space
 
 
+_INT = {2: torch.int16, 4: torch.int32, 8: torch.int64}
+
+
 def fingerprint(weight: Tensor) -> Tensor:
-    w = weight.detach().double()
-    return torch.stack([w.sum(), (w * w).sum()])
+    """Σ of W's entries' bit patterns as integers (int64, wrapping): one exact pass over W."""
+    w = weight.detach()
+    return w.view(_INT[w.element_size()]).sum(dtype=torch.int64).reshape(1)
+
+
+def draw_magnitudes(out: Tensor, bound: float, generator: torch.Generator) -> Tensor:
+    """Fill ``out`` with (k + ½)·bound/256, k uniform on {0, …, 255}: 8 draws per random word."""
+    n = out.numel()
+    words = torch.empty((n + 7) // 8, dtype=torch.int64).random_(-2**63, 2**63 - 1, generator=generator)
+    levels = words.view(torch.uint8)[:n].view(out.shape)
+    return out.copy_(levels).add_(0.5).mul_(bound / 256)
 
 
 class ResampledSignFeedback(SignFeedback):
     def __init__(self, weight: Tensor, init: str, seed: int) -> None:
         super().__init__()
-        self.init = init
+        self.bound = init_bound(weight, init)
         self.register_buffer("seed", torch.tensor(seed, dtype=torch.int64))
         self.register_buffer("step", torch.tensor(0, dtype=torch.int64))
-        self.register_buffer("R", random_like(weight, init, self.draw_generator()).abs())
+        R = torch.empty(weight.shape, dtype=weight.dtype, device=weight.device)
+        self.register_buffer("R", draw_magnitudes(R, self.bound, self.draw_generator()))
         self.register_buffer("drawn_for", fingerprint(weight))
 
     def draw_generator(self) -> torch.Generator:
@@ -48,8 +65,8 @@ class ResampledSignFeedback(SignFeedback):
     def magnitudes(self, weight: Tensor) -> Tensor:
         stamp = fingerprint(weight)
         if not torch.equal(stamp, self.drawn_for):
-            self.R = random_like(weight, self.init, self.draw_generator()).abs()
-            self.drawn_for = stamp
+            draw_magnitudes(self.R, self.bound, self.draw_generator())
+            self.drawn_for.copy_(stamp)
         return self.R
 
 

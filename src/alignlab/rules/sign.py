@@ -40,14 +40,28 @@ def sign_scale(weight: Tensor, scale) -> Tensor | float:
 
 
 class SignFeedback(Feedback):
-    """Base: B = magnitudes ⊙ sign(W), rebuilt once each time W changes."""
+    """Base: B = magnitudes ⊙ sign(W), rebuilt once each time W changes.
+
+    B is written in place into one tensor kept for the purpose (two passes over W, no new
+    memory per step). Like W itself, which the optimizer changes in place, the B a graph saved
+    must not be rebuilt before that graph's backward: autograd's version check then raises,
+    as it does for BP when W is stepped between forward and backward.
+    """
 
     def __init__(self) -> None:
         super().__init__()
         self._cache = StepCache()
+        self._out: Tensor | None = None
 
     def magnitudes(self, weight: Tensor) -> Tensor | float:
         raise NotImplementedError
 
     def matrix(self, weight: Tensor) -> Tensor:
-        return self._cache.get(weight, lambda w: self.magnitudes(w) * torch.sign(w))
+        return self._cache.get(weight, self._build)
+
+    def _build(self, w: Tensor) -> Tensor:
+        out = self._out
+        if out is None or out.shape != w.shape or out.dtype != w.dtype or out.device != w.device:
+            out = self._out = torch.empty(w.shape, dtype=w.dtype, device=w.device)
+        torch.sign(w, out=out)
+        return out.mul_(self.magnitudes(w))
