@@ -129,6 +129,26 @@ def test_linear_r_gradient_is_bt_grad_w_and_input_gradient_goes_through_b_then_r
     assert not torch.allclose(x.grad, g @ layer.weight.detach(), atol=1e-2)  # not BP
 
 
+@pytest.mark.parametrize("shape", [(3, 6), (2, 3, 6)])
+def test_wide_linear_takes_the_two_stage_route_with_the_same_numbers(shape):
+    """Fewer rows than N_out: grad_x = (δB)R and ∇R = (δB)ᵀx, B·R never formed; same values."""
+    torch.manual_seed(0)
+    layer = pfa(nn.Sequential(nn.Linear(6, 40)))[0]
+    x = torch.randn(*shape, requires_grad=True)
+    g = torch.randn(*shape[:-1], 40)
+    y = layer(x)
+    assert type(y.grad_fn).__name__ == "LinearProductFnBackward"
+    y.backward(g)
+    B, R = layer.feedback.B, layer.feedback.R.detach()
+    grad_w = g.reshape(-1, 40).T @ x.detach().reshape(-1, 6)
+    torch.testing.assert_close(layer.weight.grad, grad_w)
+    torch.testing.assert_close(layer.bias.grad, g.reshape(-1, 40).sum(0))
+    torch.testing.assert_close(layer.feedback.R.grad, B.T @ grad_w, atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(x.grad, g @ (B @ R), atol=1e-5, rtol=1e-5)
+    many = torch.randn(50, 6)  # 50 rows >= 40 outputs: the product route
+    assert type(layer(many).grad_fn).__name__ == "LinearFeedbackFnBackward"
+
+
 CONVS = {
     "conv1d stride": (nn.Conv1d(3, 4, 3, stride=2, padding=1), (2, 3, 11)),
     "conv2d grouped dilated": (nn.Conv2d(4, 6, 3, groups=2, padding=2, dilation=2), (2, 4, 7, 7)),

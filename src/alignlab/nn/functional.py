@@ -82,6 +82,31 @@ class LinearFeedbackFn(Function):
         return grad_x, grad_w if need_w else None, grad_b, grad_w if need_m else None, None, None
 
 
+class LinearProductFn(Function):
+    """y = x Wᵀ + b; errors go back through two factors: h = δB, grad_x = hR, grad_R = hᵀx.
+
+    Product feedback (pfa) with fewer rows than outputs: B·R is never formed.
+    """
+
+    @staticmethod
+    def forward(ctx, x, weight, bias, B, R):
+        ctx.save_for_backward(_as_computed(x), B, R)
+        return F.linear(x, weight, bias)
+
+    @staticmethod
+    def backward(ctx, grad):
+        x, B, R = ctx.saved_tensors
+        need_x, need_w, need_b, _, need_r = ctx.needs_input_grad[:5]
+        g2 = grad.reshape(-1, grad.shape[-1])
+        x2 = x.reshape(-1, x.shape[-1]).to(g2.dtype)
+        h = g2 @ B.to(g2.dtype)
+        grad_x = (h @ R.to(g2.dtype)).view(*grad.shape[:-1], R.shape[-1]) if need_x else None
+        grad_w = g2.mT @ x2 if need_w else None
+        grad_b = g2.sum(0) if need_b else None
+        grad_r = h.mT @ x2 if need_r else None
+        return grad_x, grad_w, grad_b, None, grad_r
+
+
 class ConvFeedbackFn(Function):
     """N-d convolution whose input gradient is a transposed conv with B instead of W."""
 
@@ -129,6 +154,10 @@ def route(feedback, x: Tensor, weight: Tensor):
 
 def feedback_linear(x: Tensor, weight: Tensor, bias: Tensor | None, feedback) -> Tensor:
     """``F.linear`` whose backward sends errors through ``feedback``."""
+    if torch.is_grad_enabled() and not exact_enabled():
+        factors = feedback.linear_factors(x.numel() // max(x.shape[-1], 1), weight)
+        if factors is not None:
+            return LinearProductFn.apply(x, weight, bias, *factors)
     routed = route(feedback, x, weight)
     if routed is None:
         return F.linear(x, weight, bias)

@@ -34,6 +34,12 @@ class Feedback(nn.Module):
         """Tensor used instead of ``weight`` to send errors backwards; ``None`` = exact."""
         raise NotImplementedError
 
+    def linear_factors(self, rows: int, weight: Tensor) -> tuple[Tensor, Tensor] | None:
+        """(B, R) when a Linear call with ``rows`` input rows should send errors through B,
+        then R (grad_x = δ·B·R, R's gradient (δB)ᵀx) instead of through ``matrix``; None (the
+        default): use ``matrix``. Only product feedback (pfa) has factors."""
+        return None
+
     def extra_repr(self) -> str:
         shapes = [f"{n}={tuple(t.shape)}" for n, t in self.named_buffers(recurse=False) if t is not None]
         shapes += [f"{n}={tuple(t.shape)} (learned)" for n, t in self.named_parameters(recurse=False)]

@@ -41,11 +41,18 @@ like W and built with autograd once per forward pass; the layer's autograd funct
 applies it. Put R in W's parameter group with weight decay (``alignlab.optim`` does: R is a
 ≥2-D tensor); build the optimizer after ``convert``. Sending δ through B·R is mathematically
 the same as sending it through B, then R (tested), and the backward then costs what FA's does.
-The product is built at every forward call of the layer under grad (not in eval or no_grad),
-about 2·k·(N_out/groups)·|W| multiply-adds (B·R, then Bᵀ∇W), where the two-stage route costs
-about 2·k·|W| per sample and output position: the product is the cheaper one whenever batch ×
-output positions exceeds N_out/groups (convs, token sequences), the dearer one for a Linear
-wider than its batch. It is computed in the parameters' dtype, also under autocast.
+Two routes, the same numbers (tested):
+
+* *product*: B·R is built at every forward call of the layer under grad (not in eval or
+  no_grad), about 2·k·(N_out/groups)·|W| multiply-adds (B·R, then Bᵀ∇W), computed in the
+  parameters' dtype, also under autocast. Convs and attention always take it.
+* *two-stage*, for a Linear whose call has fewer input rows n (batch × leading dims) than
+  N_out: h = δ·B (n × k·N_out), grad_x = h·R, ∇R = hᵀx, about 2·k·|W| multiply-adds per row
+  (``linear_factors``; :class:`alignlab.nn.functional.LinearProductFn`).
+
+The product is the cheaper one whenever the rows (batch × output positions) outnumber
+N_out/groups (convs, token sequences); a Linear wider than its batch takes the two-stage route.
+Either way PFA's backward does about k times the work of FA's input gradient.
 
 Convs: R is a kernel (k·C_out, C_in/groups, *kernel) and B the 1×1 channel mix (C_out,
 k·C_out/groups), i.e. a grouped 1×1 kernel: with groups > 1 each group of outputs mixes only
@@ -101,6 +108,10 @@ class ProductFeedback(Feedback):
     @property
     def groups(self) -> int:
         return self.R.shape[0] // self.B.shape[1]
+
+    def linear_factors(self, rows: int, weight: Tensor) -> tuple[Tensor, Tensor] | None:
+        """(B, R) for the two-stage route when it is the cheaper one: fewer rows than N_out."""
+        return (self.B, self.R) if rows < self.B.shape[0] and self.groups == 1 else None
 
     def matrix(self, weight: Tensor) -> Tensor:
         kind = self.R.device.type
