@@ -5,7 +5,7 @@ import torch
 from torch import nn
 
 import alignlab
-from alignlab.optim import MuonWithAdamW, build_optimizer, build_schedule, muon_split, param_groups
+from alignlab.optim import Muon, MuonWithAdamW, build_optimizer, build_schedule, muon_split, param_groups
 
 
 def cnn():
@@ -43,6 +43,38 @@ def test_muon_takes_hidden_matrices_and_kernels_as_views_without_copies():
     step(model, opt)
     assert kernel.shape == (8, 4, 3, 3) and not torch.equal(kernel, before)  # updated in place, shape kept
     assert opt.muon.state[opt.views[0][1]]["momentum_buffer"].shape == (8, 36)
+
+
+@pytest.mark.parametrize("shape, nesterov, adjust", [((6, 9), True, "match_rms_adamw"), ((9, 4), False, None)])
+def test_our_muon_in_bfloat16_is_torch_muon_bit_for_bit(shape, nesterov, adjust):
+    """Only the Newton-Schulz dtype is ours to choose: with bfloat16, every step equals torch's."""
+    torch.manual_seed(0)
+    a = torch.nn.Parameter(torch.randn(*shape))
+    b = torch.nn.Parameter(a.detach().clone())
+    kw = dict(lr=0.02, weight_decay=0.1, nesterov=nesterov, adjust_lr_fn=adjust)
+    ours, theirs = Muon([a], ns_dtype=torch.bfloat16, **kw), torch.optim.Muon([b], **kw)
+    for _ in range(3):
+        g = torch.randn(*shape)
+        a.grad, b.grad = g.clone(), g.clone()
+        ours.step()
+        theirs.step()
+        assert torch.equal(a, b)
+    assert torch.equal(ours.state[a]["momentum_buffer"], theirs.state[b]["momentum_buffer"])
+
+
+def test_our_muon_on_cpu_orthogonalises_in_float32_close_to_torch():
+    torch.manual_seed(0)
+    a = torch.nn.Parameter(torch.zeros(16, 24))
+    b = torch.nn.Parameter(torch.zeros(16, 24))
+    ours, theirs = Muon([a], lr=0.1, weight_decay=0.0), torch.optim.Muon([b], lr=0.1, weight_decay=0.0)
+    a.grad = torch.randn(16, 24)
+    b.grad = a.grad.clone()
+    ours.step()
+    theirs.step()
+    assert not torch.equal(a, b)  # a different dtype ...
+    torch.testing.assert_close(a, b, atol=0.04 * b.abs().max().item(), rtol=0)  # ... the same update (bf16's error)
+    s = torch.linalg.svdvals(a.detach()) / 0.1  # update = −lr·NS(g), ratio 1 for 16 × 24
+    assert 0.5 < s.min() and s.max() < 1.3  # NS5 leaves the singular values near 1 (about 0.7–1.2)
 
 
 def test_muon_update_is_orthogonalised():
