@@ -97,3 +97,15 @@ def test_bad_net_or_rule_is_one_line(speed, capsys):
         assert exc.value.code == 2
         err = capsys.readouterr().err
         assert err.count("\n") == 1 and err.startswith("speed.py: error: unknown")
+
+
+def test_alignlab_bench_runs_the_benchmark_script():
+    """`alignlab bench ...` hands every option to benchmarks/speed.py and returns its status."""
+    import subprocess
+
+    run = lambda *a: subprocess.run([sys.executable, "-m", "alignlab.cli", "bench", *a], capture_output=True, text=True)
+    shown = run("--help")
+    assert shown.returncode == 0 and "--biotorch" in shown.stdout and "--rounds" in shown.stdout
+    bad = run("--nets", "vgg")
+    assert bad.returncode == 2
+    assert len(bad.stderr.strip().splitlines()) == 1 and "vgg" in bad.stderr

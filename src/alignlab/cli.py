@@ -6,6 +6,8 @@
     alignlab report RUN_DIR... [-o OUT_DIR]
     alignlab demo [--epochs N] [--data-dir D]           BP vs FA on Fashion-MNIST, in a minute
     alignlab rules                                      list the learning rules
+    alignlab bench [--nets ...] [--rules ...] [--biotorch] [--quick] ...
+                                                        benchmarks/speed.py: each rule's step vs BP
 
 Bad input is one line on stderr, ``alignlab: error: ...``, and exit status 2; a diverged run
 exits with 1 and keeps its last good checkpoint.
@@ -14,6 +16,7 @@ exits with 1 and keeps its last good checkpoint.
 from __future__ import annotations
 
 import argparse
+import subprocess
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -107,6 +110,21 @@ def cmd_rules(args: argparse.Namespace) -> int:
     return 0
 
 
+def speed_script() -> Path:
+    """benchmarks/speed.py of the source tree this alignlab was installed from."""
+    return Path(__file__).resolve().parents[2] / "benchmarks" / "speed.py"
+
+
+def cmd_bench(argv: Sequence[str]) -> int:
+    """``alignlab bench [options]``: run benchmarks/speed.py with those options."""
+    script = speed_script()
+    if not script.is_file():
+        print(f"{PROG}: error: {script} not found; 'alignlab bench' runs the benchmark of a source "
+              "checkout (pip install -e .), which a wheel does not ship", file=sys.stderr)
+        return 2
+    return subprocess.run([sys.executable, str(script), *argv]).returncode
+
+
 def _add_config_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("config", nargs="*", metavar="[CONFIG.yaml] key=value",
                    help="a YAML config file, then overrides such as rule=fa optim.lr=0.01")
@@ -143,11 +161,16 @@ def build_parser() -> argparse.ArgumentParser:
 
     rules = commands.add_parser("rules", help="list the available learning rules")
     rules.set_defaults(handler=cmd_rules)
+    commands.add_parser("bench", add_help=False,
+                        help="speed and memory of every rule against BP: benchmarks/speed.py (its options follow)")
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line; return the exit status."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] == ["bench"]:  # every option after it is the benchmark's own
+        return cmd_bench(argv[1:])
     parser = build_parser()
     args, extra = parser.parse_known_args(argv)
     # key=value overrides may also follow the options (argparse stops collecting them there)
