@@ -68,17 +68,21 @@ class LinearFeedbackFn(Function):
         x, matrix = ctx.saved_tensors
         _observe(ctx.feedback, grad, matrix)
         need_x, need_w, need_b, need_m = ctx.needs_input_grad[:4]
+        if matrix is not None and matrix.dtype != grad.dtype:
+            matrix = matrix.to(grad.dtype)
+        if x.dtype != grad.dtype:
+            x = x.to(grad.dtype)
+        g2, x2 = (grad, x) if grad.dim() == 2 else (grad.reshape(-1, grad.shape[-1]), x.reshape(-1, x.shape[-1]))
         grad_x = grad_w = grad_b = None
         if need_x:
             if ctx.slot is not None:
                 grad_x = _direct_input_grad(ctx.feedback, ctx.slot, x.shape)
             else:
-                grad_x = grad @ matrix.to(grad.dtype)
+                grad_x = grad @ matrix
         if need_w or need_m:
-            g2 = grad.reshape(-1, grad.shape[-1])
-            grad_w = g2.mT @ x.reshape(-1, x.shape[-1]).to(g2.dtype)
+            grad_w = g2.mT @ x2
         if need_b:
-            grad_b = grad.reshape(-1, grad.shape[-1]).sum(0)
+            grad_b = g2.sum(0)
         return grad_x, grad_w if need_w else None, grad_b, grad_w if need_m else None, None, None
 
 
@@ -154,15 +158,18 @@ def route(feedback, x: Tensor, weight: Tensor):
 
 def feedback_linear(x: Tensor, weight: Tensor, bias: Tensor | None, feedback) -> Tensor:
     """``F.linear`` whose backward sends errors through ``feedback``."""
-    if torch.is_grad_enabled() and not exact_enabled():
+    if not torch.is_grad_enabled() or exact_enabled():
+        return F.linear(x, weight, bias)
+    if feedback.direct:
+        return LinearFeedbackFn.apply(x, weight, bias, None, feedback, open_slot(feedback, x, weight))
+    if feedback.has_factors:
         factors = feedback.linear_factors(x.numel() // max(x.shape[-1], 1), weight)
         if factors is not None:
             return LinearProductFn.apply(x, weight, bias, *factors)
-    routed = route(feedback, x, weight)
-    if routed is None:
+    matrix = feedback.matrix(weight)
+    if matrix is None:
         return F.linear(x, weight, bias)
-    matrix, slot = routed
-    return LinearFeedbackFn.apply(x, weight, bias, matrix, feedback, slot)
+    return LinearFeedbackFn.apply(x, weight, bias, matrix, feedback, None)
 
 
 def feedback_conv(x, weight, bias, feedback, stride, padding, dilation, groups) -> Tensor:

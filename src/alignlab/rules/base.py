@@ -29,6 +29,7 @@ class Feedback(nn.Module):
     """The feedback path of one weight tensor. Subclasses hold the feedback tensors."""
 
     direct: ClassVar[bool] = False
+    has_factors: ClassVar[bool] = False  # True: ``linear_factors`` may return (B, R)
 
     def matrix(self, weight: Tensor) -> Tensor | None:
         """Tensor used instead of ``weight`` to send errors backwards; ``None`` = exact."""

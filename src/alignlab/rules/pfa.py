@@ -100,6 +100,8 @@ def product(B: Tensor, R: Tensor) -> Tensor:
 class ProductFeedback(Feedback):
     """B fixed (a buffer), R learned (a parameter); the feedback tensor is B·R."""
 
+    has_factors = True
+
     def __init__(self, B: Tensor, R: Tensor) -> None:
         super().__init__()
         self.register_buffer("B", B)
