@@ -159,9 +159,31 @@ def new_figure(panels: int, width: float = 4.0, height: float = 3.2, rows: int =
     return fig, axes[:panels]
 
 
-def write_results(results: Path, name: str, markdown: str, payload: dict, figures: dict) -> None:
+def wall_seconds(run_dir: Path) -> float | None:
+    """From the run's start stamp (meta.json) to its summary.json; None if unfinished."""
+    import datetime
+
+    meta, summary = run_dir / rundir.META, run_dir / rundir.SUMMARY
+    if not (meta.is_file() and summary.is_file()):
+        return None
+    started = datetime.datetime.fromisoformat(json.loads(meta.read_text())["started"]).timestamp()
+    return summary.stat().st_mtime - started
+
+
+def timing(dirs: dict[str, Path]) -> str:
+    """One line: the training time of these runs, summed."""
+    times = [t for t in (wall_seconds(d) for d in dirs.values()) if t is not None]
+    return (f"Training time: {sum(times) / 60:.1f} min, summed over the {len(times)} finished runs "
+            f"(start stamp to summary; a resumed run counts its pause too).")
+
+
+def write_results(results: Path, name: str, markdown: str, payload: dict, figures: dict,
+                  dirs: dict[str, Path] | None = None) -> None:
     """``results/<name>.md``, ``<name>.json`` and ``<name>-<key>.png`` for each figure (key "": ``<name>.png``)."""
     results.mkdir(parents=True, exist_ok=True)
+    if dirs is not None:
+        markdown = markdown.rstrip() + "\n\n" + timing(dirs)
+        payload = {**payload, "train_seconds": {k: wall_seconds(d) for k, d in dirs.items()}}
     (results / f"{name}.md").write_text(markdown.rstrip() + "\n")
     (results / f"{name}.json").write_text(json.dumps(payload, indent=1) + "\n")
     for key, fig in figures.items():

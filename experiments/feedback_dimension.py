@@ -130,10 +130,11 @@ def figures(s: dict) -> dict:
 def main() -> None:
     args = parse_args(__doc__)
     folder = run_folder(args, NAME)
-    s = summarise(run_arms(arms(args.quick), folder, args.quick))
+    dirs = run_arms(arms(args.quick), folder, args.quick)
+    s = summarise(dirs)
     figs = figures(s)
     write_results(Path(args.results), NAME, markdown(s), {"machine": machine(), "results": s},
-                  {"": figs["plot"]})
+                  {"": figs["plot"]}, dirs)
 
 
 if __name__ == "__main__":

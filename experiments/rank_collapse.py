@@ -144,7 +144,7 @@ def main() -> None:
     dirs = run_arms(arms(args.quick), run_folder(args, NAME), args.quick)
     s = summarise(dirs)
     write_results(Path(args.results), NAME, markdown(s), {"machine": machine(), "epochs": EPOCHS,
-                                                           "seeds": list(SEEDS), "results": s}, figures(s))
+                                                           "seeds": list(SEEDS), "results": s}, figures(s), dirs)
 
 
 if __name__ == "__main__":

@@ -99,10 +99,11 @@ def figures(s: dict) -> dict:
 def main() -> None:
     args = parse_args(__doc__)
     folder = run_folder(args, rule_zoo.FOLDER)
-    s = summarise(run_arms(rule_zoo.arms(RULES, args.quick), folder, args.quick))
+    dirs = run_arms(rule_zoo.arms(RULES, args.quick), folder, args.quick)
+    s = summarise(dirs)
     write_results(Path(args.results), NAME, markdown(s),
                   {"machine": machine(), "epochs": rule_zoo.EPOCHS, "seeds": list(rule_zoo.SEEDS), "results": s},
-                  figures(s))
+                  figures(s), dirs)
 
 
 if __name__ == "__main__":

@@ -44,8 +44,13 @@ def test_experiment_runs_and_writes_results(name, rows, plots, data_dir, tmp_pat
     md = (results / f"{name}.md").read_text()
     for row in rows:
         assert row in md, row
-    assert "checked" in md and ("**yes**" in md or "**no**" in md)
+    assert "checked" in md and ("**yes**" in md or "**no**" in md) and "Training time:" in md
+    assert all(t is not None and t > 0 for t in payload_times(results, name))
     payload = json.loads((results / f"{name}.json").read_text())
     assert payload["machine"] and payload["results"]
     for plot in plots:
         assert (results / plot).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def payload_times(results: Path, name: str) -> list:
+    return list(json.loads((results / f"{name}.json").read_text())["train_seconds"].values())
