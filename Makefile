@@ -1,6 +1,7 @@
 # make test   - create .venv, install torch + alignlab[test], run the test suite
 # make demo   - same venv; fetch Fashion-MNIST via apt when possible; run the main job:
 #               alignlab compare on Fashion-MNIST, MLP and LeNet-5 under six rules, then a report
+# make experiments - same venv and data; the four paper experiments (experiments/README.md)
 #
 # TORCH pins the torch requirement installed before alignlab, so that pip does
 # not pick a large default build; override it, e.g. make test TORCH=torch.
@@ -12,13 +13,18 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 FASHION_MNIST_DIR := /usr/share/datasets/fashion-mnist
 
-.PHONY: test demo data clean
+.PHONY: test demo experiments data clean
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -q
 
 demo: $(STAMP) data
 	$(BIN)/alignlab compare configs/fashion-mnist.yaml --models mlp,lenet --rules bp,fa,dfa,usf,frsf,kp --name main
+
+experiments: $(STAMP) data
+	for e in rank_collapse pfa_vs_rest representations feedback_dimension; do \
+		$(BIN)/python experiments/$$e.py || exit 1; \
+	done
 
 # Install the Debian dataset package when it is missing and we are allowed to.
 data:
