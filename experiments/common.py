@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import platform
 import statistics
 import sys
@@ -144,7 +145,7 @@ def table(header: list[str], rows: list[list[str]]) -> str:
 
 def machine() -> str:
     return (f"{time.strftime('%Y-%m-%d', time.gmtime())}; torch {torch.__version__}; "
-            f"{platform.machine()}, {torch.get_num_threads()} torch threads")
+            f"{platform.machine()}, {os.cpu_count()} CPUs")
 
 
 def new_figure(panels: int, width: float = 4.0, height: float = 3.2, rows: int = 1):
