@@ -98,7 +98,7 @@ def figures(s: dict) -> dict:
                 ax.plot(x["epochs"], x["angle_curve"][l], marker="o", ms=3, label=rule, color=f"C{i}")
             ax.set_title(f"∠(ΔW, ΔW_BP) at {l}", fontsize=9)
             ax.set_xlabel("epoch", fontsize=8)
-            ax.set_ylim(0, 90)
+            ax.set_ylim(bottom=0)
         axes[-1].bar(list(v), [100 * x["test_acc"] for x in v.values()], color=[f"C{i}" for i in range(len(v))])
         axes[-1].set_ylim(max(0, min(100 * x["test_acc"] for x in v.values()) - 5), None)
         axes[-1].set_title("test accuracy %", fontsize=9)
