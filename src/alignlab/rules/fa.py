@@ -38,7 +38,7 @@ class FixedFeedback(Feedback):
     def matrix(self, weight: Tensor) -> Tensor:
         if not self.match_norm:
             return self.B
-        return self._cache.get(weight, lambda w: self.B * (w.norm() / self.B.norm()))
+        return self._cache.get(weight, lambda w: self.B * (torch.linalg.vector_norm(w) / torch.linalg.vector_norm(self.B)))
 
 
 @register

@@ -32,7 +32,9 @@ def sign_scale(weight: Tensor, scale) -> Tensor | float:
     a number: that constant (1.0 gives Liao's plain sign(W)).
     """
     if scale == "rms":
-        return weight.norm() / math.sqrt(weight.numel())
+        # torch.linalg directly: Tensor.norm is a Python wrapper that costs more than the
+        # reduction itself on small weights
+        return torch.linalg.vector_norm(weight).mul_(1 / math.sqrt(weight.numel()))
     if scale == "xavier":
         fan_in, fan_out = fan_in_out(weight)
         return math.sqrt(2 / (fan_in + fan_out))
