@@ -374,8 +374,6 @@ def memory_worker(settings: Settings, net: str, label: str) -> dict:
     step, report the peak. On Linux the peak-RSS mark is reset after the build, so the import
     of torch (a transient peak of its own) does not hide the training steps' memory."""
     cuda = settings.device.startswith("cuda")
-    import torch.optim  # noqa: F401  (imports torch._dynamo, ~70 MB of code: before the mark, not in training)
-
     base, x, y = net_and_data(settings, net)
     gc.collect()
     out = {"label": label}
