@@ -178,6 +178,26 @@ def timing(dirs: dict[str, Path]) -> str:
             f"(start stamp to summary; a resumed run counts its pause too).")
 
 
+def curves_and_accuracy(v: dict, names: list[str], x_key: str, curve_key: str, title, x_label: str,
+                        rows: int = 1, **plot):
+    """One panel per layer (``v[arm][curve_key][layer]`` against ``v[arm][x_key]``, one line per
+    arm), then a bar panel of the arms' test accuracies."""
+    fig, axes = new_figure(len(names) + 1, 3.4 if rows > 1 else 3.2, 2.8, rows=rows)
+    for ax, n in zip(axes, names):
+        for i, (label, x) in enumerate(v.items()):
+            ax.plot(x[x_key], x[curve_key][n], label=label, color=f"C{i}", **plot)
+        ax.set_title(title(n), fontsize=9)
+        ax.set_xlabel(x_label, fontsize=8)
+    ax = axes[-1]
+    acc = [100 * x["test_acc"] for x in v.values()]
+    ax.bar(list(v), acc, color=[f"C{i}" for i in range(len(v))])
+    ax.set_ylim(max(0, min(acc) - 5), None)
+    ax.set_title("test accuracy %", fontsize=9)
+    ax.tick_params(axis="x", labelrotation=45, labelsize=7)
+    axes[0].legend(fontsize=7)
+    return fig
+
+
 def write_results(results: Path, name: str, markdown: str, payload: dict, figures: dict,
                   dirs: dict[str, Path] | None = None) -> None:
     """``results/<name>.md``, ``<name>.json`` and ``<name>-<key>.png`` for each figure (key "": ``<name>.png``)."""

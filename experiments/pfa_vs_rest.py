@@ -21,8 +21,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import rule_zoo
-from common import (diagnostics, final, fmt, layers, machine, mean, new_figure, parse_args,
-                    run_arms, run_folder, table, write_results)
+from common import curves_and_accuracy, diagnostics, final, fmt, layers, machine, mean, table
 
 NAME = "pfa_vs_rest"
 RULES = ["bp", "fa", "usf", "kp", "pfa"]
@@ -92,30 +91,17 @@ def figures(s: dict) -> dict:
         if not v:
             continue
         names = next(iter(v.values()))["layers"][:-1]
-        fig, axes = new_figure(len(names) + 1, 3.2, 2.8)
-        for ax, l in zip(axes, names):
-            for i, (rule, x) in enumerate(v.items()):
-                ax.plot(x["epochs"], x["angle_curve"][l], marker="o", ms=3, label=rule, color=f"C{i}")
-            ax.set_title(f"∠(ΔW, ΔW_BP) at {l}", fontsize=9)
-            ax.set_xlabel("epoch", fontsize=8)
+        fig = curves_and_accuracy(v, names, "epochs", "angle_curve", lambda n: f"∠(ΔW, ΔW_BP) at {n}", "epoch",
+                                  marker="o", ms=3)
+        for ax in fig.axes[:len(names)]:
             ax.set_ylim(bottom=0)
-        axes[-1].bar(list(v), [100 * x["test_acc"] for x in v.values()], color=[f"C{i}" for i in range(len(v))])
-        axes[-1].set_ylim(max(0, min(100 * x["test_acc"] for x in v.values()) - 5), None)
-        axes[-1].set_title("test accuracy %", fontsize=9)
-        axes[0].legend(fontsize=7)
         fig.suptitle(f"{model}: angle to BP's update per layer (degrees), Fashion-MNIST")
         figs[model] = fig
     return figs
 
 
 def main() -> None:
-    args = parse_args(__doc__)
-    folder = run_folder(args, rule_zoo.FOLDER)
-    dirs = run_arms(rule_zoo.arms(RULES, args.quick), folder, args.quick)
-    s = summarise(dirs)
-    write_results(Path(args.results), NAME, markdown(s),
-                  {"machine": machine(), "epochs": rule_zoo.EPOCHS, "seeds": list(rule_zoo.SEEDS), "results": s},
-                  figures(s), dirs)
+    rule_zoo.main(__doc__, NAME, RULES, summarise, markdown, figures)
 
 
 if __name__ == "__main__":

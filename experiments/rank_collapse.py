@@ -22,7 +22,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from common import (Arm, config, diagnostics, final, fmt, layers, machine, mean, new_figure,
+from common import (Arm, config, curves_and_accuracy, diagnostics, final, fmt, layers, machine, mean,
                     parse_args, run_arms, run_folder, table, write_results)
 
 NAME = "rank_collapse"
@@ -121,19 +121,7 @@ def figures(s: dict) -> dict:
         if not v:
             continue
         names = next(iter(v.values()))["layers"][:-1]
-        fig, axes = new_figure(len(names) + 1, 3.4, 2.8, rows=2)
-        for ax, n in zip(axes, names):
-            for label, x in v.items():
-                ax.plot(x["steps"], x["erank_curve"][n], label=label)
-            ax.set_title(f"erank of δ at {n}", fontsize=9)
-            ax.set_xlabel("step", fontsize=8)
-        ax = axes[-1]
-        ax.bar(list(v), [100 * x["test_acc"] for x in v.values()], color=[f"C{i}" for i in range(len(v))])
-        lo = min(100 * x["test_acc"] for x in v.values())
-        ax.set_ylim(max(0, lo - 5), None)
-        ax.set_title("test accuracy %", fontsize=9)
-        ax.tick_params(axis="x", labelrotation=45, labelsize=7)
-        axes[0].legend(fontsize=7)
+        fig = curves_and_accuracy(v, names, "steps", "erank_curve", lambda n: f"erank of δ at {n}", "step", rows=2)
         fig.suptitle(f"{model}: bp vs fa and its remedies (Fashion-MNIST)")
         figs[model] = fig
     return figs

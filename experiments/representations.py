@@ -19,8 +19,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import rule_zoo
-from common import (final, fmt, machine, mean, new_figure, parse_args, run_arms, run_folder, table,
-                    write_results)
+from common import final, fmt, machine, mean, new_figure, table
 
 from alignlab.train.similarity import cka_to_bp
 
@@ -97,13 +96,7 @@ def figures(s: dict) -> dict:
 
 
 def main() -> None:
-    args = parse_args(__doc__)
-    folder = run_folder(args, rule_zoo.FOLDER)
-    dirs = run_arms(rule_zoo.arms(RULES, args.quick), folder, args.quick)
-    s = summarise(dirs)
-    write_results(Path(args.results), NAME, markdown(s),
-                  {"machine": machine(), "epochs": rule_zoo.EPOCHS, "seeds": list(rule_zoo.SEEDS), "results": s},
-                  figures(s), dirs)
+    rule_zoo.main(__doc__, NAME, RULES, summarise, markdown, figures)
 
 
 if __name__ == "__main__":

@@ -11,7 +11,9 @@ keeps it.
 
 from __future__ import annotations
 
-from common import Arm, config
+from pathlib import Path
+
+from common import Arm, config, machine, parse_args, run_arms, run_folder, write_results
 
 MODELS = ("mlp", "lenet")  # mlp: 784-256-256-10 ReLU; lenet: LeNet-5
 SEEDS = (0, 1)
@@ -29,3 +31,12 @@ def arms(rules: list[str], quick: bool) -> list[Arm]:
                              "optim.weight_decay=0.001", "optim.schedule=cosine", quick=quick)
                 out.append(Arm(f"{model}-{rule}-s{seed}", cfg))
     return out
+
+
+def main(doc: str, name: str, rules: list[str], summarise, markdown, figures) -> None:
+    """Train (or keep) the shared runs of ``rules``, then write ``name``'s results."""
+    args = parse_args(doc)
+    dirs = run_arms(arms(rules, args.quick), run_folder(args, FOLDER), args.quick)
+    s = summarise(dirs)
+    write_results(Path(args.results), name, markdown(s),
+                  {"machine": machine(), "epochs": EPOCHS, "seeds": list(SEEDS), "results": s}, figures(s), dirs)
