@@ -198,6 +198,16 @@ def curves_and_accuracy(v: dict, names: list[str], x_key: str, curve_key: str, t
     return fig
 
 
+def run_experiment(doc: str, name: str, folder: str, arms_of, summarise, markdown, figures, **meta) -> None:
+    """The whole script: parse the options, train (or keep) ``arms_of(quick)`` into
+    ``<runs>/<folder>``, summarise them and write ``name``'s table, JSON (with ``meta``) and plots."""
+    args = parse_args(doc)
+    dirs = run_arms(arms_of(args.quick), run_folder(args, folder), args.quick)
+    s = summarise(dirs)
+    write_results(Path(args.results), name, markdown(s), {"machine": machine(), **meta, "results": s},
+                  figures(s), dirs)
+
+
 def write_results(results: Path, name: str, markdown: str, payload: dict, figures: dict,
                   dirs: dict[str, Path] | None = None) -> None:
     """``results/<name>.md``, ``<name>.json`` and ``<name>-<key>.png`` for each figure (key "": ``<name>.png``)."""

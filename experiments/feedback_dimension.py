@@ -25,8 +25,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from common import (Arm, config, final, fmt, machine, new_figure, parse_args, run_arms, run_folder,
-                    table, write_results)
+from common import Arm, config, final, fmt, machine, new_figure, run_experiment, table
 
 NAME = "feedback_dimension"
 RANKS = [1, 2, 5, 10, 20, "full"]
@@ -124,17 +123,11 @@ def figures(s: dict) -> dict:
             ax.set_yscale("log")
         ax.set_title(f"{task} (d = {x['d']})", fontsize=10)
         ax.legend(fontsize=7)
-    return {"plot": fig}
+    return {"": fig}  # feedback_dimension.png
 
 
 def main() -> None:
-    args = parse_args(__doc__)
-    folder = run_folder(args, NAME)
-    dirs = run_arms(arms(args.quick), folder, args.quick)
-    s = summarise(dirs)
-    figs = figures(s)
-    write_results(Path(args.results), NAME, markdown(s), {"machine": machine(), "results": s},
-                  {"": figs["plot"]}, dirs)
+    run_experiment(__doc__, NAME, NAME, arms, summarise, markdown, figures)
 
 
 if __name__ == "__main__":

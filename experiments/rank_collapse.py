@@ -22,8 +22,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from common import (Arm, config, curves_and_accuracy, diagnostics, final, fmt, layers, machine, mean,
-                    parse_args, run_arms, run_folder, table, write_results)
+from common import (Arm, config, curves_and_accuracy, diagnostics, final, fmt, layers, machine,
+                    mean, run_experiment, table)
 
 NAME = "rank_collapse"
 MODELS = {"mlp6": ("mlp", ["model.options={depth: 6, width: 256}"]), "lenet": ("lenet", [])}
@@ -128,11 +128,7 @@ def figures(s: dict) -> dict:
 
 
 def main() -> None:
-    args = parse_args(__doc__)
-    dirs = run_arms(arms(args.quick), run_folder(args, NAME), args.quick)
-    s = summarise(dirs)
-    write_results(Path(args.results), NAME, markdown(s), {"machine": machine(), "epochs": EPOCHS,
-                                                           "seeds": list(SEEDS), "results": s}, figures(s), dirs)
+    run_experiment(__doc__, NAME, NAME, arms, summarise, markdown, figures, epochs=EPOCHS, seeds=list(SEEDS))
 
 
 if __name__ == "__main__":

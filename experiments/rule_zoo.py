@@ -11,9 +11,7 @@ keeps it.
 
 from __future__ import annotations
 
-from pathlib import Path
-
-from common import Arm, config, machine, parse_args, run_arms, run_folder, write_results
+from common import Arm, config, run_experiment
 
 MODELS = ("mlp", "lenet")  # mlp: 784-256-256-10 ReLU; lenet: LeNet-5
 SEEDS = (0, 1)
@@ -35,8 +33,5 @@ def arms(rules: list[str], quick: bool) -> list[Arm]:
 
 def main(doc: str, name: str, rules: list[str], summarise, markdown, figures) -> None:
     """Train (or keep) the shared runs of ``rules``, then write ``name``'s results."""
-    args = parse_args(doc)
-    dirs = run_arms(arms(rules, args.quick), run_folder(args, FOLDER), args.quick)
-    s = summarise(dirs)
-    write_results(Path(args.results), name, markdown(s),
-                  {"machine": machine(), "epochs": EPOCHS, "seeds": list(SEEDS), "results": s}, figures(s), dirs)
+    run_experiment(doc, name, FOLDER, lambda quick: arms(rules, quick), summarise, markdown, figures,
+                   epochs=EPOCHS, seeds=list(SEEDS))
