@@ -54,6 +54,14 @@ def _direct_input_grad(feedback, slot: ErrorSlot, x_shape: torch.Size) -> Tensor
     return feedback.project(slot.error, x_shape)
 
 
+def _rows(grad: Tensor, x: Tensor) -> tuple[Tensor, Tensor]:
+    """A Linear's output error and (saved) input as 2-D row matrices, x in the error's dtype."""
+    x = x.to(grad.dtype)
+    if grad.dim() == 2:
+        return grad, x
+    return grad.reshape(-1, grad.shape[-1]), x.reshape(-1, x.shape[-1])
+
+
 class LinearFeedbackFn(Function):
     """y = x Wᵀ + b; grad_x = δ B (or eᵀB_l); grad_W = δᵀx (also B's gradient if B learns)."""
 
@@ -68,17 +76,13 @@ class LinearFeedbackFn(Function):
         x, matrix = ctx.saved_tensors
         _observe(ctx.feedback, grad, matrix)
         need_x, need_w, need_b, need_m = ctx.needs_input_grad[:4]
-        if matrix is not None and matrix.dtype != grad.dtype:
-            matrix = matrix.to(grad.dtype)
-        if x.dtype != grad.dtype:
-            x = x.to(grad.dtype)
-        g2, x2 = (grad, x) if grad.dim() == 2 else (grad.reshape(-1, grad.shape[-1]), x.reshape(-1, x.shape[-1]))
+        g2, x2 = _rows(grad, x)
         grad_x = grad_w = grad_b = None
         if need_x:
             if ctx.slot is not None:
                 grad_x = _direct_input_grad(ctx.feedback, ctx.slot, x.shape)
             else:
-                grad_x = grad @ matrix
+                grad_x = grad @ matrix.to(grad.dtype)
         if need_w or need_m:
             grad_w = g2.mT @ x2
         if need_b:
@@ -101,8 +105,7 @@ class LinearProductFn(Function):
     def backward(ctx, grad):
         x, B, R = ctx.saved_tensors
         need_x, need_w, need_b, _, need_r = ctx.needs_input_grad[:5]
-        g2 = grad.reshape(-1, grad.shape[-1])
-        x2 = x.reshape(-1, x.shape[-1]).to(g2.dtype)
+        g2, x2 = _rows(grad, x)
         h = g2 @ B.to(g2.dtype)
         grad_x = (h @ R.to(g2.dtype)).view(*grad.shape[:-1], R.shape[-1]) if need_x else None
         grad_w = g2.mT @ x2 if need_w else None
@@ -157,19 +160,16 @@ def route(feedback, x: Tensor, weight: Tensor):
 
 
 def feedback_linear(x: Tensor, weight: Tensor, bias: Tensor | None, feedback) -> Tensor:
-    """``F.linear`` whose backward sends errors through ``feedback``."""
-    if not torch.is_grad_enabled() or exact_enabled():
-        return F.linear(x, weight, bias)
-    if feedback.direct:
-        return LinearFeedbackFn.apply(x, weight, bias, None, feedback, open_slot(feedback, x, weight))
-    if feedback.has_factors:
+    """``F.linear`` whose backward sends errors through ``feedback`` (or its two factors)."""
+    if feedback.has_factors and torch.is_grad_enabled() and not exact_enabled():
         factors = feedback.linear_factors(x.numel() // max(x.shape[-1], 1), weight)
         if factors is not None:
             return LinearProductFn.apply(x, weight, bias, *factors)
-    matrix = feedback.matrix(weight)
-    if matrix is None:
+    routed = route(feedback, x, weight)
+    if routed is None:
         return F.linear(x, weight, bias)
-    return LinearFeedbackFn.apply(x, weight, bias, matrix, feedback, None)
+    matrix, slot = routed
+    return LinearFeedbackFn.apply(x, weight, bias, matrix, feedback, slot)
 
 
 def feedback_conv(x, weight, bias, feedback, stride, padding, dilation, groups) -> Tensor:
