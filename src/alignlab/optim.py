@@ -7,7 +7,7 @@ their W, so they land in W's group and receive the same decay, which is what mak
 ``muon`` follows Keller Jordan's recipe, as the rank-collapse paper uses it (Boeshertz,
 Pascanu & Clopath 2026, arXiv 2606.11123): ``torch.optim.Muon`` (momentum, then the update
 orthogonalised by Newton-Schulz iterations; :class:`Muon` runs that iteration in float32 on
-CPUs, where bfloat16 is 40× slower) for the hidden weight matrices and conv kernels,
+CPUs, where bfloat16 matmuls can be ~100× slower) for the hidden weight matrices and conv kernels,
 AdamW for everything else (the first layer, the output layer, embeddings, biases, norm
 gains). Muon takes only 2-D tensors, so a conv kernel (out, in, *k) is handed to it as a
 2-D view (out, in·k·k) of the same storage: no copy, and the step lands in the kernel.
@@ -115,8 +115,9 @@ class Muon(torch.optim.Muon):
     """``torch.optim.Muon`` whose Newton-Schulz iteration runs in float32 on CPUs.
 
     torch's Muon orthogonalises in bfloat16; a CPU without bfloat16 matrix units multiplies
-    bfloat16 about 40× slower than float32 (measured here: 28 ms vs 0.67 ms for 256 × 256),
-    which made Muon 2 s per step on the 6 × 256 MLP. Every other part of the step (Nesterov
+    bfloat16 about 100× slower than float32 (25 ms vs 0.26 ms for 256 × 256 here), which made
+    a Muon step over the 6 × 256 MLP's hidden matrices 1.4 s instead of 26 ms
+    (``benchmarks/overheads.py``). Every other part of the step (Nesterov
     momentum, the update lr·ratio·NS(B̃), decoupled decay) and the state are torch's.
     ``ns_dtype=None`` picks bfloat16 on CUDA and float32 elsewhere.
     """

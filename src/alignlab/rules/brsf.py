@@ -5,8 +5,8 @@ Abbott 2018, arXiv 1812.06488; Liao et al. 2016):
 
 |R| is uniform on (0, a), with a as for FA's B (``init``), drawn at 8-bit resolution: each
 entry is (k + ½)·a/256 with k uniform on {0, …, 255}, so one 64-bit random word gives eight
-magnitudes. (Drawing a fresh float per weight each step cost more than the layer's matmul on a
-CPU; the mean is a/2 exactly and the variance differs from the continuous U(0, a)'s by 1/65536
+magnitudes. (A fresh float per weight costs about 3× as much on a CPU,
+``benchmarks/overheads.py``; the mean is a/2 exactly and the variance differs from the continuous U(0, a)'s by 1/65536
 of it.) Each draw comes from a generator seeded by the layer's ``seed`` and a draw counter
 ``step``, so processes that share a seed draw the same R without talking to each other. The
 current |R| and a fingerprint of the W it was drawn for (the sum of W's bit patterns read as
