@@ -109,3 +109,12 @@ def test_alignlab_bench_runs_the_benchmark_script():
     bad = run("--nets", "vgg")
     assert bad.returncode == 2
     assert len(bad.stderr.strip().splitlines()) == 1 and "vgg" in bad.stderr
+
+
+def test_alignlab_bench_without_the_source_tree_is_a_one_line_error(monkeypatch, tmp_path, capsys):
+    from alignlab import cli
+
+    monkeypatch.setattr(cli, "speed_script", lambda: tmp_path / "benchmarks" / "speed.py")
+    assert cli.main(["bench", "--quick"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("alignlab: error: ") and "speed.py not found" in err[0]
