@@ -85,9 +85,10 @@ def test_cross_attention_fa_with_b_equal_w_is_bp():
     assert_grads_equal(got, want)
 
 
-def test_unsupported_attention_stays_on_bp():
+def test_unsupported_attention_stays_on_bp_and_is_named():
     model = nn.Sequential(nn.MultiheadAttention(8, 2, kdim=4, vdim=4))
-    alignlab.convert(model, rule="fa")
+    with pytest.warns(UserWarning, match=r"stay on BP under rule 'fa'.*0: kdim/vdim differ from embed_dim"):
+        alignlab.convert(model, rule="fa")
     assert type(model[0]) is nn.MultiheadAttention
     assert type(model[0].out_proj) is nn.modules.linear.NonDynamicallyQuantizableLinear
 
@@ -147,7 +148,7 @@ def test_convert_again_swaps_the_rule_and_keeps_weights():
 def test_summary_lists_converted_layers():
     model = alignlab.convert(nn.Sequential(nn.Conv2d(1, 2, 3), nn.Flatten(), nn.Linear(2, 2)), rule="kp")
     lines = alignlab.summary(model).splitlines()
-    assert lines[0].split() == ["layer", "type", "weight", "rule"]
+    assert lines[0].split() == ["layer", "type", "weight", "rule", "note"]
     assert lines[1].split() == ["0", "Conv2d", "2x1x3x3", "kp"]
     assert lines[2].split() == ["2", "Linear", "2x2", "kp"]
 

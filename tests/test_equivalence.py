@@ -66,17 +66,17 @@ def test_dfa_one_hidden_layer_with_b_equal_w_out_is_bp():
     ref = nn.Sequential(nn.Linear(5, 7), nn.Tanh(), nn.Linear(7, 3))
     dfa = alignlab.convert(copy.deepcopy(ref), rule="dfa")
     x, y = torch.randn(8, 5), torch.randint(0, 3, (8,))
-    dfa(x)  # first pass builds B, shaped (outputs, inputs) of each layer
-    with torch.no_grad():
-        dfa[2].feedback.B.copy_(dfa[2].weight)
+    with torch.no_grad():  # B (outputs × inputs of the layer), drawn from its seed, set to W
+        dfa[2].feedback.weights(3, 7, like=dfa[2].weight).copy_(dfa[2].weight)
     for model in (dfa, ref):
         nn.functional.cross_entropy(model(x), y).backward()
     for (name, p), q in zip(dfa.named_parameters(), ref.parameters()):
         torch.testing.assert_close(p.grad, q.grad, msg=name)
 
 
-def test_dfa_conv_input_gradient_is_projected_output_error():
-    model = alignlab.convert(nn.Sequential(nn.Conv2d(2, 3, 3), nn.Flatten(), nn.Linear(3 * 16, 4)), rule="dfa")
+def test_dfa_dense_conv_input_gradient_is_projected_output_error():
+    model = alignlab.convert(nn.Sequential(nn.Conv2d(2, 3, 3), nn.Flatten(), nn.Linear(3 * 16, 4)), rule="dfa",
+                             project="dense")
     x = torch.randn(5, 2, 6, 6, requires_grad=True)
     with alignlab.nn.exact():
         h = model[0](x)  # hidden activity, for the hand computation

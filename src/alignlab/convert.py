@@ -1,37 +1,36 @@
-"""Turn any PyTorch model into one trained by a learning rule.
+"""Turn any PyTorch model into one trained by a learning rule, and back.
 
-``convert`` swaps the class of every eligible layer in place (``nn.Linear``, ``nn.Conv1d/2d/3d``
-and ``nn.MultiheadAttention``) for its feedback twin in :mod:`alignlab.nn` and gives it the
-rule's feedback module. Parameters, buffers, hooks and any optimizer already holding them
-are untouched; the forward pass computes exactly what it did. Norm layers, embeddings and
-everything else stay on BP.
+``convert`` swaps the class of every layer that computes a linear map (the kinds of
+:mod:`alignlab.nn.kinds`: ``nn.Linear``, ``nn.Conv1d/2d/3d``, ``nn.MultiheadAttention``,
+transformers' ``Conv1D``, their subclasses that keep the base forward, parametrized ones, and
+kinds given to :func:`register_layer`) for its feedback twin, in place, and gives it the rule's
+feedback module. Parameters, buffers, hooks and any optimizer already holding them are
+untouched; the forward pass computes exactly what it did.
+
+Nothing is skipped silently: every other module that holds a ≥2-D weight (a parameter whose
+name contains "weight"; embeddings, which are lookups, excepted) stays on BP and is named, with
+the reason, in one ``UserWarning`` (``strict=True`` raises instead) and in :func:`summary`.
+Modules named in ``exclude`` stay on BP without a warning, and layers converted earlier that
+``exclude`` names are put back on BP; :func:`revert` puts every layer back.
 """
 
 from __future__ import annotations
 
 import logging
+import warnings
 from collections import Counter
 from fnmatch import fnmatchcase
 from typing import Iterable
 
+import torch
 from torch import nn
 
 from . import rules
-from .nn import FeedbackConv1d, FeedbackConv2d, FeedbackConv3d, FeedbackLinear, FeedbackMultiheadAttention
-from .nn.attention import convertible
-from .nn.direct import OutputErrorTap
+from .nn.direct import OutputErrorTap, check_output
+from .nn.kinds import holds_linear_weight, is_converted, kind_of, layer_weight, twin_of
 
 log = logging.getLogger("alignlab")
-
-_TWINS: dict[type, type] = {
-    nn.Linear: FeedbackLinear,
-    nn.modules.linear.NonDynamicallyQuantizableLinear: FeedbackLinear,
-    nn.Conv1d: FeedbackConv1d,
-    nn.Conv2d: FeedbackConv2d,
-    nn.Conv3d: FeedbackConv3d,
-    nn.MultiheadAttention: FeedbackMultiheadAttention,
-}
-_TWINS.update({twin: twin for twin in set(_TWINS.values())})  # converting again swaps the rule
+EXCLUDED = "excluded"
 
 
 def _matches(name: str, pattern: str) -> bool:
@@ -48,94 +47,144 @@ def _check_exclude(model: nn.Module, exclude: Iterable[str]) -> list[str]:
     return patterns
 
 
-def _targets(model: nn.Module, patterns: list[str]):
-    """(name, module) of each layer to convert, and (name, reason) of each one skipped."""
-    targets, skipped, blocked = [], [], []
+def _plan(model: nn.Module, patterns: list[str]):
+    """(name, module, twin) of each layer to convert; (name, module) of each converted layer
+    to put back on BP (excluded); (name, reason) of each linear map left on BP, excluded
+    ones with the reason "excluded"."""
+    targets, back, left, blocked = [], [], [], []
     for name, module in model.named_modules():
-        if type(module) not in _TWINS or any(name.startswith(b + ".") for b in blocked):
+        if any(name.startswith(b + ".") for b in blocked):
+            continue  # inside a module that stays on BP with everything in it
+        if patterns and any(_matches(name, p) for p in patterns):
+            back += [(n, m) for n, m in module.named_modules(prefix=name) if is_converted(m)]
+            left += [(n, EXCLUDED) for n, m in module.named_modules(prefix=name)
+                     if twin_of(m) != (None, None) or holds_linear_weight(m)]
+            blocked.append(name)
             continue
-        if any(_matches(name, p) for p in patterns):
-            skipped.append((name, "excluded"))
-            continue
-        if isinstance(module, nn.MultiheadAttention) and (reason := convertible(module)):
-            skipped.append((name, reason))
-            blocked.append(name)  # its out_proj is read directly by torch's kernel
-            continue
-        targets.append((name, module))
-    return targets, skipped
+        twin, why = twin_of(module)
+        if twin is not None:
+            targets.append((name, module, twin))
+        elif why is not None:
+            left.append((name, why))
+            blocked.append(name)  # e.g. attention's out_proj, read directly by torch's kernel
+        elif weights := holds_linear_weight(module):
+            left.append((name, f"{type(module).__name__} ({', '.join(weights)}) is no layer kind alignlab "
+                               "converts; teach it with alignlab.register_layer"))
+    return targets, back, left
 
 
-def _swap(module: nn.Module, rule: rules.Rule) -> nn.Module:
-    """Give ``module`` its feedback class and the rule's feedback; return the feedback."""
-    module.__class__ = _TWINS[type(module)]
-    attr, weight = ("in_proj_feedback", module.in_proj_weight) if isinstance(
-        module, nn.MultiheadAttention) else ("feedback", module.weight)
-    feedback = rule.feedback(weight, groups=getattr(module, "groups", 1))
-    feedback.rule_name = rule.name
-    setattr(module, attr, feedback)
-    return feedback
+def _swap(name: str, module: nn.Module, twin: type, rule: rules.Rule) -> None:
+    """Give ``module`` its twin class and the rule's feedback."""
+    module.__class__ = twin
+    kind = kind_of(module)
+    with torch.no_grad():
+        feedback = rule.feedback(kind.weight(module), groups=kind.groups(module))
+    feedback.rule_name, feedback.layer = rule.name, name
+    setattr(module, kind.slot, feedback)
 
 
-def _install_tap(model: nn.Module, feedbacks: list) -> None:
+def _unswap(module: nn.Module) -> None:
+    """Put a converted layer back on its original class, without its feedback."""
+    delattr(module, kind_of(module).slot)
+    module.__class__ = type(module)._alignlab_base
+
+
+def _install_tap(model: nn.Module, output) -> None:
     """Direct rules read the output error through a tap on the root model."""
     old = getattr(model, "_alignlab_tap", None)
     if old is not None:
         old.remove()
         del model._alignlab_tap
-    direct = [f for f in feedbacks if f.direct]
+    direct = [f for _, _, f in converted_layers(model) if f.direct]
     if direct:
-        model._alignlab_tap = OutputErrorTap(model)
+        model._alignlab_tap = OutputErrorTap(model, output)
         for feedback in direct:
             feedback.tap = model._alignlab_tap
 
 
+def _left_message(rule: str, left: list[tuple[str, str]]) -> str:
+    listed = "; ".join(f"{n or '(root)'}: {why}" for n, why in left)
+    return (f"alignlab.convert: {len(left)} module(s) holding linear-map weights stay on BP under rule "
+            f"{rule!r} (exclude= them to accept that, strict=True to make it an error): {listed}")
+
+
 def convert(model: nn.Module, rule: str | rules.Rule = "fa", *, exclude: Iterable[str] = (),
-            verbose: bool = False, **options) -> nn.Module:
+            strict: bool = False, output=None, verbose: bool = False, **options) -> nn.Module:
     """Make ``model`` train by ``rule``, in place; return it.
 
     Args:
         model: any ``nn.Module``. Convert before building the optimizer: rules with learned
-            feedback (``kp``) add parameters.
+            feedback (``kp``, ``pfa``, ``ldfa``) add parameters.
         rule: a name from :func:`alignlab.rules.available` or a rule instance.
-        exclude: module names (or glob patterns) to leave on BP, with everything inside them.
-        verbose: print the table of converted layers (it is always logged at INFO).
+        exclude: module names (or glob patterns) to leave on BP, with everything inside them;
+            layers that an earlier ``convert`` converted there go back on BP.
+        strict: raise (before changing anything) instead of warning when a module that holds
+            a linear-map weight would stay on BP.
+        output: direct rules (``dfa``) only: where the model's output error is read when the
+            model returns more than a tensor: a key, an index or a function of the output.
+            Default: ``logits`` where present, else the first floating tensor whose first
+            dimension is the batch (a scalar loss never).
+        verbose: print :func:`summary` (the converted layers are always logged at INFO).
         **options: the rule's options (see its docstring), e.g. ``init="xavier"``.
 
     Raises:
-        ValueError: unknown rule, option or option value, or an exclude pattern that matches
-            no module.
+        ValueError: unknown rule, option or option value; an exclude pattern that matches no
+            module; ``output`` given to a rule that is not direct; with ``strict``, layers left on BP.
     """
     rule = rules.get(rule, **options)
     patterns = _check_exclude(model, exclude)
-    targets, skipped = _targets(model, patterns)
-    feedbacks = [_swap(module, rule) for _, module in targets]
-    _install_tap(model, feedbacks)
-    kinds = Counter(type(m).__name__.removeprefix("Feedback") for _, m in targets)
+    check_output(output, rule.name, rule.direct)
+    targets, back, left = _plan(model, patterns)
+    unwanted = [(n, why) for n, why in left if why != EXCLUDED]
+    if strict and unwanted:
+        raise ValueError(_left_message(rule.name, unwanted))
+    for _, module in back:
+        _unswap(module)
+    for name, module, twin in targets:
+        _swap(name, module, twin, rule)
+    _install_tap(model, output)
+    kinds = Counter(kind_of(m).name for _, m, _ in targets)
     log.info("convert: rule %r on %d layers (%s)%s", rule.name, len(targets),
-             ", ".join(f"{n} {k}" for k, n in kinds.items()),
-             "".join(f"; left on BP: {n} ({why})" for n, why in skipped))
+             ", ".join(f"{n} {k}" for k, n in kinds.items()), f"; excluded: {len(back)} put back" if back else "")
+    model._alignlab_exclude = tuple(patterns)  # summary() shows them
+    if unwanted:
+        warnings.warn(_left_message(rule.name, unwanted), UserWarning, stacklevel=2)
     if verbose:
         print(summary(model))
     return model
 
 
+def revert(model: nn.Module) -> nn.Module:
+    """Put every converted layer of ``model`` back on its original class, in place; the
+    state dict then holds no feedback keys. Returns the model."""
+    for _, module, _ in converted_layers(model):
+        _unswap(module)
+    _install_tap(model, None)
+    return model
+
+
 def converted_layers(model: nn.Module) -> list[tuple[str, nn.Module, nn.Module]]:
     """(name, layer, feedback) for every converted layer of ``model``."""
-    out = []
-    for name, module in model.named_modules():
-        for attr in ("feedback", "in_proj_feedback"):
-            feedback = getattr(module, attr, None)
-            if isinstance(feedback, rules.Feedback):
-                out.append((name, module, feedback))
-    return out
+    return [(n, m, getattr(m, kind_of(m).slot)) for n, m in model.named_modules() if is_converted(m)]
 
 
 def summary(model: nn.Module) -> str:
-    """A table of the converted layers: name, layer type, weight shape, rule."""
-    rows = [("layer", "type", "weight", "rule")]
-    for name, module, feedback in converted_layers(model):
-        weight = module.in_proj_weight if isinstance(module, nn.MultiheadAttention) else module.weight
-        kind = type(module).__name__.removeprefix("Feedback")
-        rows.append((name, kind, "x".join(map(str, weight.shape)), feedback.rule_name))
-    widths = [max(len(r[i]) for r in rows) for i in range(4)]
+    """A table of the layers that compute linear maps: name, layer type, weight shape (out ×
+    in × kernel), the rule it trains by ("bp" for those left on BP) and why a layer stays on BP."""
+    rows = [("layer", "type", "weight", "rule", "note")]
+    _, _, left = _plan(model, list(getattr(model, "_alignlab_exclude", ())))
+    why = dict(left)
+    for name, module in model.named_modules():
+        if is_converted(module):
+            feedback = getattr(module, kind_of(module).slot)
+            rows.append((name, kind_of(module).name, _shape(layer_weight(module)), feedback.rule_name, ""))
+        elif name in why or twin_of(module)[0] is not None:
+            weights = holds_linear_weight(module)
+            shape = _shape(getattr(module, weights[0])) if weights else "-"
+            rows.append((name, type(module).__name__, shape, "bp", why.get(name, "not converted (added after convert?)")))
+    widths = [max(len(r[i]) for r in rows) for i in range(5)]
     return "\n".join("  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip() for r in rows)
+
+
+def _shape(t: torch.Tensor) -> str:
+    return "x".join(map(str, t.shape))

@@ -20,6 +20,7 @@ from torch import Tensor, nn
 
 from ..convert import converted_layers
 from ..nn import exact
+from ..nn.kinds import layer_weight
 from ..rules import Feedback
 
 
@@ -38,10 +39,6 @@ def per_sample_angle(a: Tensor, b: Tensor) -> float:
     cos = (a * b).sum(1) / (a.norm(dim=1) * b.norm(dim=1))
     keep = torch.isfinite(cos)  # samples whose error is exactly zero have no direction
     return float(torch.rad2deg(torch.arccos(cos[keep].clamp(-1, 1))).mean()) if keep.any() else 90.0
-
-
-def layer_weight(layer: nn.Module) -> Tensor:
-    return layer.in_proj_weight if isinstance(layer, nn.MultiheadAttention) else layer.weight
 
 
 @contextmanager

@@ -2,6 +2,7 @@
 
 from .attention import FeedbackMultiheadAttention
 from .conv import FeedbackConv1d, FeedbackConv2d, FeedbackConv3d
+from .functional import feedback_conv, feedback_linear
 from .linear import FeedbackLinear
 from .mode import exact, exact_enabled
 
@@ -12,5 +13,7 @@ __all__ = [
     "FeedbackLinear",
     "FeedbackMultiheadAttention",
     "exact",
+    "feedback_conv",
+    "feedback_linear",
     "exact_enabled",
 ]

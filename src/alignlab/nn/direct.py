@@ -6,9 +6,23 @@ a reference to it; after the pass a gradient hook on the output tensor writes th
 error e = ∂L/∂output into the slot. That hook fires before any layer's backward, so every
 layer finds e there. One slot per pass: two forwards before one backward (gradient
 accumulation, a second shadow pass) never mix their errors.
+
+The output tensor: the model's output when it is a tensor; else, in a mapping (transformers'
+``ModelOutput``), a dataclass, a tuple or a list, ``logits`` where present, otherwise the first
+floating tensor whose first dimension is the batch (that of the first tensor the model was
+called with), so a scalar loss computed inside the model is never taken; or what
+``convert(..., output=...)`` names (a key, an index or a function of the output).
+
+Activation checkpointing: a layer recomputed during the backward (``torch.utils.checkpoint``,
+transformers' ``gradient_checkpointing_enable()``) runs outside the root's forward; it takes the
+slot whose error the running backward captured last (the tap's ``active`` slot), which is its
+own pass's. A direct layer called on its own before any backward raises.
 """
 
 from __future__ import annotations
+
+import dataclasses
+from collections.abc import Mapping
 
 from torch import Tensor, nn
 
@@ -16,51 +30,89 @@ from torch import Tensor, nn
 class ErrorSlot:
     """Holds the output error of one forward pass."""
 
-    __slots__ = ("error",)
+    __slots__ = ("error", "tap", "used")
 
-    def __init__(self) -> None:
+    def __init__(self, tap: "OutputErrorTap") -> None:
         self.error: Tensor | None = None
+        self.tap = tap
+        self.used = False  # a direct layer ran in this pass with grad enabled
 
     def capture(self, grad: Tensor) -> None:
         self.error = grad
+        self.tap.active = self
 
 
-def first_tensor(output) -> Tensor | None:
-    """The model output that carries the error: a tensor, or the first tensor of a tuple/list."""
+def check_output(output, rule: str, direct: bool) -> None:
+    """One-line ValueError for an ``output=`` that cannot apply."""
+    if output is None:
+        return
+    if not direct:
+        raise ValueError(f"output= tells a direct rule (dfa) where the output error is; rule {rule!r} does not use it")
+    if not (isinstance(output, (str, int)) or callable(output)) or isinstance(output, bool):
+        raise ValueError(f"output={output!r} is not valid; give a key, an index or a function of the model's output")
+
+
+def _is_output(t, batch: int | None) -> bool:
+    return isinstance(t, Tensor) and t.is_floating_point() and t.dim() >= 1 and (batch is None or t.shape[0] == batch)
+
+
+def pick_output(output, selector, batch: int | None) -> Tensor | None:
+    """The tensor of the model's ``output`` whose error direct layers receive (see module doc)."""
+    if selector is not None:
+        if callable(selector):
+            return selector(output)
+        if isinstance(selector, str) and not isinstance(output, Mapping):
+            return getattr(output, selector)
+        return output[selector]
     if isinstance(output, Tensor):
-        return output
-    if isinstance(output, (tuple, list)) and output and isinstance(output[0], Tensor):
-        return output[0]
+        return output if output.dim() >= 1 else None
+    if isinstance(output, Mapping):
+        if isinstance(output.get("logits"), Tensor):
+            return output["logits"]
+        values = list(output.values())
+    elif dataclasses.is_dataclass(output):
+        values = [getattr(output, f.name) for f in dataclasses.fields(output)]
+    elif isinstance(output, (tuple, list)):
+        values = list(output)
+    else:
+        return None
+    return next((v for v in values if _is_output(v, batch)), None)
+
+
+def _batch_size(args, kwargs) -> int | None:
+    for value in (*args, *kwargs.values()):
+        if isinstance(value, Tensor) and value.dim() >= 1:
+            return value.shape[0]
     return None
 
 
 class OutputErrorTap:
     """Forward hooks on the root model that capture its output error each pass."""
 
-    def __init__(self, model: nn.Module) -> None:
-        self.current: ErrorSlot | None = None
-        self.pending: list = []  # (feedback, input shape, weight) waiting for the output's shape
+    def __init__(self, model: nn.Module, output=None) -> None:
+        self.output = output  # convert's output= selector, or None
+        self.current: ErrorSlot | None = None  # the slot of the forward pass now running
+        self.active: ErrorSlot | None = None  # the slot the running backward captured last
+        self.batch: int | None = None
         self.handles = [
-            model.register_forward_pre_hook(self._open),
+            model.register_forward_pre_hook(self._open, with_kwargs=True),
             model.register_forward_hook(self._close),
         ]
 
-    def _open(self, module, args) -> None:
-        self.current = ErrorSlot()
+    def _open(self, module, args, kwargs) -> None:
+        self.current = ErrorSlot(self)
+        self.batch = _batch_size(args, kwargs)
 
     def _close(self, module, args, output) -> None:
         slot, self.current = self.current, None
-        out = first_tensor(output)
-        if out is None:
-            if self.pending:
-                raise TypeError(
-                    f"direct feedback needs the model to return a tensor (or a tuple/list starting "
-                    f"with one); got {type(output).__name__}"
-                )
-            return
-        for feedback, x_shape, weight in self.pending:
-            feedback.materialize(out.shape, x_shape, like=weight)
-        self.pending.clear()
+        if slot is None or not slot.used:
+            return  # no direct layer ran with grad enabled (evaluation, no_grad)
+        out = pick_output(output, self.output, self.batch)
+        if not isinstance(out, Tensor):
+            raise TypeError(
+                f"dfa: found no output error in the model's {type(output).__name__} (no 'logits' and no "
+                "floating tensor whose first dimension is the batch); name it with convert(..., output=KEY)"
+            )
         if out.requires_grad:
             out.register_hook(slot.capture)
 
@@ -69,14 +121,15 @@ class OutputErrorTap:
             handle.remove()
 
 
-def open_slot(feedback, x: Tensor, weight: Tensor) -> ErrorSlot:
-    """The error slot of the forward pass now running; queues ``feedback`` to be built."""
+def open_slot(feedback) -> ErrorSlot:
+    """The error slot of the forward pass now running (or, for a layer recomputed during a
+    backward, of the pass that backward serves)."""
     tap = getattr(feedback, "tap", None)
-    if tap is None or tap.current is None:
+    slot = None if tap is None else tap.current or tap.active
+    if slot is None:
         raise RuntimeError(
-            "dfa: a direct-feedback layer ran outside a forward pass of the model that "
+            f"{feedback.rule_name}: a direct-feedback layer ran outside a forward pass of the model that "
             "convert() was given (call the whole model, or convert the module you call)"
         )
-    if feedback.B is None and all(f is not feedback for f, _, _ in tap.pending):
-        tap.pending.append((feedback, x.shape, weight))
-    return tap.current
+    slot.used = True
+    return slot

@@ -4,7 +4,7 @@ Every rule shares one backward: the weight (and bias) gradient is the true local
 ΔW = δᵀx, and only the gradient sent to the input changes:
 
 * matrix rules (FA, sign-symmetry, KP): grad_x = δ · B, with B in W's place;
-* direct rules (DFA): grad_x = eᵀB_l, a projection of the output error.
+* direct rules (DFA): grad_x = eᵀB_l, a projection of the output error (``feedback.project``).
 
 If B requires grad (KP), it receives ΔW as its gradient. The forward pass is PyTorch's own.
 A feedback module with an ``observe(grad, matrix)`` method (ldfa) is shown, in the backward,
@@ -45,13 +45,13 @@ def _observe(feedback, grad: Tensor, matrix: Tensor) -> None:
         observe(grad, matrix)
 
 
-def _direct_input_grad(feedback, slot: ErrorSlot, x_shape: torch.Size) -> Tensor:
+def _direct_input_grad(feedback, slot: ErrorSlot, x_shape: torch.Size, channels_first: bool) -> Tensor:
     if slot.error is None:
         raise RuntimeError(
-            "dfa: the model's output error was never captured; the loss must be computed from "
-            "the output of the model that convert() was given"
+            f"{feedback.rule_name}: the model's output error was never captured; the loss must be computed "
+            "from the output of the model that convert() was given (see convert's output=)"
         )
-    return feedback.project(slot.error, x_shape)
+    return feedback.project(slot.error, x_shape, channels_first)
 
 
 def _rows(grad: Tensor, x: Tensor) -> tuple[Tensor, Tensor]:
@@ -80,7 +80,7 @@ class LinearFeedbackFn(Function):
         grad_x = grad_w = grad_b = None
         if need_x:
             if ctx.slot is not None:
-                grad_x = _direct_input_grad(ctx.feedback, ctx.slot, x.shape)
+                grad_x = _direct_input_grad(ctx.feedback, ctx.slot, x.shape, False)
             else:
                 grad_x = grad @ matrix.to(grad.dtype)
         if need_w or need_m:
@@ -144,9 +144,17 @@ class ConvFeedbackFn(Function):
                 False, zeros, groups, mask,
             )
         if need_x and direct:
-            grad_x = _direct_input_grad(ctx.feedback, ctx.slot, x.shape)
+            grad_x = _direct_input_grad(ctx.feedback, ctx.slot, x.shape, True)
         nones = (None,) * 6
         return (grad_x, grad_w if need_w else None, grad_b, grad_w if need_m else None) + nones
+
+
+def follow(feedback, weight: Tensor) -> None:
+    """Rebuild ``feedback`` for ``weight``'s shape when the weight was replaced by one of another
+    shape (resized embeddings with a tied head, a resized model's state dict)."""
+    shape = feedback.weight_shape
+    if shape is not None and shape != weight.shape:
+        feedback.resize(weight)
 
 
 def route(feedback, x: Tensor, weight: Tensor):
@@ -154,7 +162,8 @@ def route(feedback, x: Tensor, weight: Tensor):
     if not torch.is_grad_enabled() or exact_enabled():
         return None
     if feedback.direct:
-        return None, open_slot(feedback, x, weight)
+        return None, open_slot(feedback)
+    follow(feedback, weight)
     matrix = feedback.matrix(weight)
     return None if matrix is None else (matrix, None)
 
@@ -162,6 +171,7 @@ def route(feedback, x: Tensor, weight: Tensor):
 def feedback_linear(x: Tensor, weight: Tensor, bias: Tensor | None, feedback) -> Tensor:
     """``F.linear`` whose backward sends errors through ``feedback`` (or its two factors)."""
     if feedback.has_factors and torch.is_grad_enabled() and not exact_enabled():
+        follow(feedback, weight)
         factors = feedback.linear_factors(x.numel() // max(x.shape[-1], 1), weight)
         if factors is not None:
             return LinearProductFn.apply(x, weight, bias, *factors)

@@ -19,3 +19,13 @@ class FeedbackLinear(nn.Linear):
 
     def forward(self, x: Tensor) -> Tensor:
         return feedback_linear(x, self.weight, self.bias, self.feedback)
+
+
+class TransposedLinearMixin:
+    """Twin forward of a layer that stores its weight transposed, y = x W + b with W (in, out)
+    (transformers' ``Conv1D``): its feedback mirrors Wᵀ, the (out, in) weight of the same map."""
+
+    feedback: nn.Module
+
+    def forward(self, x: Tensor) -> Tensor:
+        return feedback_linear(x, self.weight.mT, self.bias, self.feedback)

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import warnings
 from dataclasses import dataclass
 from typing import ClassVar
 
@@ -26,10 +27,43 @@ from torch import Tensor, nn
 
 
 class Feedback(nn.Module):
-    """The feedback path of one weight tensor. Subclasses hold the feedback tensors."""
+    """The feedback path of one weight tensor. Subclasses hold the feedback tensors.
+
+    ``convert`` sets ``rule_name`` and ``layer`` (the layer's name in the model) on every
+    feedback it builds; messages name both.
+    """
 
     direct: ClassVar[bool] = False
     has_factors: ClassVar[bool] = False  # True: ``linear_factors`` may return (B, R)
+    rule_name: str = ""
+    layer: str = ""
+
+    @property
+    def weight_shape(self) -> torch.Size | None:
+        """The weight shape this feedback was built for (None: it fits any weight). When the
+        layer's weight has another shape at a forward pass, :meth:`resize` is called first."""
+        return None
+
+    def resize(self, weight: Tensor) -> None:
+        """Rebuild the feedback tensors for a weight of a new shape. Rules that can keep the
+        existing rows and draw new ones as at conversion override this; the default is a
+        one-line error that says what to do."""
+        raise RuntimeError(
+            f"{self.rule_name}: layer {self.layer!r} now has a weight of shape {tuple(weight.shape)}, but its "
+            f"feedback was built for {tuple(self.weight_shape)} and this rule cannot resize it; convert the "
+            "model again after resizing it")
+
+    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
+        """A saved feedback tensor of another shape (a resized model's) replaces ours."""
+        own = {**dict(self.named_parameters(recurse=False)), **dict(self.named_buffers(recurse=False))}
+        for name, tensor in own.items():
+            saved = state_dict.get(prefix + name)
+            if tensor is not None and isinstance(saved, Tensor) and saved.shape != tensor.shape:
+                new = torch.empty(saved.shape, dtype=tensor.dtype, device=tensor.device)
+                if isinstance(tensor, nn.Parameter):
+                    new = nn.Parameter(new, requires_grad=tensor.requires_grad)
+                setattr(self, name, new)
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
 
     def matrix(self, weight: Tensor) -> Tensor | None:
         """Tensor used instead of ``weight`` to send errors backwards; ``None`` = exact."""
@@ -52,6 +86,7 @@ class Rule:
     """Base of every rule's option dataclass. ``name`` is the registry key."""
 
     name: ClassVar[str] = ""
+    direct: ClassVar[bool] = False  # its feedback sends the output error straight to each layer
 
     def feedback(self, weight: Tensor, groups: int = 1) -> Feedback:
         """Build the feedback module for one forward ``weight`` (at conversion time);
@@ -104,6 +139,21 @@ def random_like(weight: Tensor, init: str, generator: torch.Generator | None = N
     bound = init_bound(weight, init)
     r = torch.rand(weight.shape, generator=generator, dtype=torch.float32)
     return ((2 * r - 1) * bound).to(device=weight.device, dtype=weight.dtype)
+
+
+def grown(old: Tensor, new: Tensor) -> Tensor:
+    """``new`` with the block it shares with ``old`` (the leading indices of every dim) copied
+    from ``old``: a resized feedback tensor keeps its existing rows and columns."""
+    block = tuple(slice(0, min(a, b)) for a, b in zip(old.shape, new.shape))
+    new[block] = old[block].to(new.dtype)
+    return new
+
+
+def resized_warning(feedback: Feedback, old, new) -> None:
+    """Learned feedback resized: the optimizer still holds the old tensors."""
+    warnings.warn(f"{feedback.rule_name}: feedback of layer {feedback.layer!r} resized from {tuple(old)} to "
+                  f"{tuple(new)}; build the optimizer again so that it holds the new learned feedback",
+                  UserWarning, stacklevel=4)
 
 
 def new_seed() -> int:

@@ -49,12 +49,24 @@ def draw_magnitudes(out: Tensor, bound: float, generator: torch.Generator) -> Te
 class ResampledSignFeedback(SignFeedback):
     def __init__(self, weight: Tensor, init: str, seed: int) -> None:
         super().__init__()
+        self.init = init
         self.bound = init_bound(weight, init)
         self.register_buffer("seed", torch.tensor(seed, dtype=torch.int64))
         self.register_buffer("step", torch.tensor(0, dtype=torch.int64))
         R = torch.empty(weight.shape, dtype=weight.dtype, device=weight.device)
         self.register_buffer("R", draw_magnitudes(R, self.bound, self.draw_generator()))
         self.register_buffer("drawn_for", fingerprint(weight))
+
+    @property
+    def weight_shape(self) -> torch.Size:
+        return self.R.shape
+
+    def resize(self, weight: Tensor) -> None:
+        """R is redrawn for the new shape (it is redrawn every step anyway)."""
+        self.bound = init_bound(weight, self.init)
+        R = torch.empty(weight.shape, dtype=self.R.dtype, device=self.R.device)
+        self.R = draw_magnitudes(R, self.bound, self.draw_generator())
+        self.drawn_for = fingerprint(weight)
 
     def draw_generator(self) -> torch.Generator:
         """A CPU generator for the next draw; advances ``step``."""

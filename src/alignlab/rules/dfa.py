@@ -4,22 +4,41 @@ The output error e = ∂L/∂y goes straight to every layer through a fixed rand
 
     δ_l = (B_l e) ⊙ f′(a_l),   ΔW_l = −η δ_l x_lᵀ
 
-Here each converted layer replaces the gradient it sends to its input x by eᵀB (B: out_dim ×
-in_dim), so the nonlinearity below multiplies it by f′; the weight gradient stays the true
-local δ x ᵀ. No backward matmul or convolution through W is done at all.
+Here each converted layer replaces the gradient it sends to its input x by a projection of e
+(B: C × D, C the output's features, D the layer input's), so the nonlinearity below multiplies
+it by f′; the weight gradient stays the true local δ xᵀ. No backward matmul or convolution
+through W is done at all.
 
-Shapes: when the layer input and the model output share their leading dimensions (a Linear
-applied per token, or an MLP), B maps e's last dimension to x's last dimension; otherwise
-B maps each sample's whole output (flattened) to its whole input (flattened; conv layers),
-with the batch as the first dimension of both. B is created at the first forward pass, when
-the output's shape is known, from a generator seeded at conversion time.
+Positions. e is (N, *positions, C); x is (N, *positions, D) for a Linear and (N, D, *positions)
+for a conv. Where a Linear's input has exactly the output's positions (a language model's
+tokens), each position gets its own error, e[n, s] B. Otherwise (a classifier's logits, a CNN,
+an encoder read by a decoder of another length) ``project`` says how:
+
+* ``"broadcast"`` (default): each sample's error summed over its output positions, ē_n B, is
+  sent to every input position of that sample (BioTorch's conv DFA does so). B does not depend
+  on the input's spatial or sequence extent, so batch sizes, sequence lengths and image sizes
+  may change from step to step and one layer may see several shapes.
+* ``"dense"``: B maps each sample's whole output (flattened) to its whole input (flattened), a
+  separate weight for every position; the shapes must then stay those of the first pass.
+
+The default is the one measured better: LeNet-5 on Fashion-MNIST, 3 epochs, Adam 1e-3, batch
+128, seeds 0 and 1 (``python benchmarks/dfa_projection.py``, ``benchmarks/results/
+dfa_projection.md``).
+
+B is drawn from U(±scale/√C) by a generator seeded at conversion (the ``seed`` buffer), the
+first time the layer's backward runs, and rebuilt from that seed whenever C changes (a resized
+output layer: the existing rows keep their draws, rescaled to the new bound) or the layer moves
+to another device or dtype. So B itself is not in the state dict: the seed is, and ranks and
+resumed runs rebuild the same B.
 
 Options
 -------
-scale : B is drawn from U(±scale/√d_e), d_e the size of the error vector that B maps, so the
-    error each unit receives is on the scale of e's entries (default 1.0).
+scale : B ~ U(±scale/√C), so the error each unit receives is on the scale of e's entries
+    (default 1.0).
+project : ``"broadcast"`` (default) or ``"dense"``, as above.
 
-Works through a plain ``loss_fn(model(x), y).backward()``: see :mod:`alignlab.nn.direct`.
+Works through a plain ``loss_fn(model(x), y).backward()`` and an in-model loss
+(``model(**batch).loss.backward()``): see :mod:`alignlab.nn.direct` and ``convert``'s ``output=``.
 """
 
 from __future__ import annotations
@@ -30,71 +49,78 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from .base import Feedback, Rule, new_seed
+from .base import Feedback, Rule, check_choice, new_seed
 from .registry import register
+
+PROJECTIONS = ("broadcast", "dense")
 
 
 class DirectFeedback(Feedback):
-    """A fixed random B from the output error to this layer's input."""
+    """A fixed random B from the output error to this layer's input, rebuilt from its seed."""
 
     direct = True
 
-    def __init__(self, scale: float, seed: int) -> None:
+    def __init__(self, scale: float, seed: int, project: str = "broadcast") -> None:
         super().__init__()
-        self.scale = scale
+        self.scale, self.mode = scale, project
         self.register_buffer("seed", torch.tensor(seed, dtype=torch.int64))
-        self.register_buffer("B", None)
+        self.B: Tensor | None = None  # built at the first backward; see weights()
 
     def matrix(self, weight: Tensor) -> None:
         return None
 
-    def materialize(self, out_shape: torch.Size, x_shape: torch.Size, like: Tensor) -> None:
-        """Create B once the output's shape is known (first forward pass)."""
-        if len(x_shape) >= 2 and out_shape[:-1] == x_shape[:-1]:
-            rows, cols = out_shape[-1], x_shape[-1]
-        elif out_shape[0] == x_shape[0]:
-            rows, cols = math.prod(out_shape[1:]), math.prod(x_shape[1:])
-        else:
-            raise ValueError(
-                f"dfa: cannot map the output {tuple(out_shape)} to a layer input {tuple(x_shape)}: "
-                "the batch must be the first dimension of both"
-            )
-        g = torch.Generator().manual_seed(int(self.seed))
-        bound = self.scale / math.sqrt(rows)
-        B = (2 * torch.rand(rows, cols, generator=g) - 1) * bound
-        self.B = B.to(device=like.device, dtype=like.dtype)
-
-    def project(self, error: Tensor, x_shape: torch.Size) -> Tensor:
-        """The input gradient eᵀB, shaped like the layer input."""
+    def weights(self, rows: int, cols: int, like: Tensor) -> Tensor:
+        """B (rows × cols) in ``like``'s dtype and device, drawn from the seed on first use."""
         B = self.B
-        if error.shape[:-1] == x_shape[:-1] and B.shape == (error.shape[-1], x_shape[-1]):
-            return error.to(B.dtype) @ B
-        n = error.shape[0]
-        if n == x_shape[0] and B.shape == (error[0].numel(), math.prod(x_shape[1:])):
-            return (error.reshape(n, -1).to(B.dtype) @ B).reshape(x_shape)
-        raise ValueError(
-            f"dfa: feedback {tuple(B.shape)} fits neither the output error {tuple(error.shape)} "
-            f"nor the layer input {tuple(x_shape)}; shapes must stay as in the first forward pass"
-        )
+        if B is not None and B.shape == (rows, cols) and B.dtype == like.dtype and B.device == like.device:
+            return B
+        if B is not None and self.mode == "dense" and B.shape != (rows, cols):
+            raise ValueError(
+                f"{self.rule_name}: layer {self.layer!r} with project='dense' needs the shapes of its first pass "
+                f"(feedback {tuple(B.shape)}, now {rows} × {cols}); use project='broadcast' for varying shapes")
+        g = torch.Generator().manual_seed(int(self.seed))
+        draw = 2 * torch.rand(rows, cols, generator=g) - 1  # row-major: the first rows never change
+        self.B = (draw * (self.scale / math.sqrt(rows))).to(device=like.device, dtype=like.dtype)
+        return self.B
+
+    def project(self, error: Tensor, x_shape: torch.Size, channels_first: bool) -> Tensor:
+        """The input gradient: the output error projected through B, shaped like the input."""
+        n, c = error.shape[0], error.shape[-1]
+        if x_shape[0] != n:
+            raise ValueError(f"{self.rule_name}: the output error {tuple(error.shape)} and the input "
+                             f"{tuple(x_shape)} of layer {self.layer!r} must share their first (batch) dimension")
+        d = x_shape[1] if channels_first else x_shape[-1]
+        if not channels_first and len(x_shape) > 2 and error.shape[:-1] == x_shape[:-1]:
+            return error @ self.weights(c, d, error)  # one error per position
+        if self.mode == "dense":
+            flat = error.reshape(n, -1)
+            return (flat @ self.weights(flat.shape[1], math.prod(x_shape[1:]), error)).reshape(x_shape)
+        g = error.reshape(n, -1, c).sum(1) @ self.weights(c, d, error)  # (n, d)
+        at = (n, d) + (1,) * (len(x_shape) - 2) if channels_first else (n,) + (1,) * (len(x_shape) - 2) + (d,)
+        return g.view(at).expand(x_shape)
 
     def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
-        key = prefix + "B"
-        if self.B is None and key in state_dict:
-            self.B = torch.empty_like(state_dict[key], device=self.seed.device)
+        state_dict.pop(prefix + "B", None)  # checkpoints before B was rebuilt from the seed
         super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
+
+    def extra_repr(self) -> str:
+        return f"project={self.mode!r}, scale={self.scale}"
 
 
 @register
 @dataclass
 class DFA(Rule):
-    """DFA: every layer's input gradient is eᵀB_l, e the output error."""
+    """DFA: every layer's input gradient is a projection of the output error e."""
 
     name = "dfa"
-    scale: float = 1.0  # B ~ U(±scale/√d_e)
+    direct = True
+    scale: float = 1.0  # B ~ U(±scale/√C)
+    project: str = "broadcast"  # "broadcast": ē B to every position | "dense": flattened output → input
 
     def __post_init__(self) -> None:
         if not (isinstance(self.scale, (int, float)) and self.scale > 0):
             raise ValueError(f"rule 'dfa': scale={self.scale!r} is not valid; give a positive number")
+        check_choice(self.name, "project", self.project, PROJECTIONS)
 
     def feedback(self, weight: Tensor, groups: int = 1) -> Feedback:
-        return DirectFeedback(float(self.scale), new_seed())
+        return DirectFeedback(float(self.scale), new_seed(), self.project)

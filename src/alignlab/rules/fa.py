@@ -22,18 +22,26 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from .base import Feedback, RandomInitRule, StepCache, random_like
+from .base import Feedback, RandomInitRule, StepCache, grown, random_like
 from .registry import register
 
 
 class FixedFeedback(Feedback):
     """A fixed random B (a buffer: saved in state dicts, never trained)."""
 
-    def __init__(self, B: Tensor, match_norm: bool = False) -> None:
+    def __init__(self, B: Tensor, match_norm: bool = False, init: str = "kaiming") -> None:
         super().__init__()
         self.register_buffer("B", B)
-        self.match_norm = match_norm
+        self.match_norm, self.init = match_norm, init
         self._cache = StepCache()
+
+    @property
+    def weight_shape(self) -> torch.Size:
+        return self.B.shape
+
+    def resize(self, weight: Tensor) -> None:
+        """Existing entries kept, new ones drawn as at conversion."""
+        self.B = grown(self.B, random_like(weight, self.init))
 
     def matrix(self, weight: Tensor) -> Tensor:
         if not self.match_norm:
@@ -50,4 +58,4 @@ class FA(RandomInitRule):
     match_norm: bool = False  # rescale B to ‖W‖ every step
 
     def feedback(self, weight: Tensor, groups: int = 1) -> Feedback:
-        return FixedFeedback(random_like(weight, self.init), self.match_norm)
+        return FixedFeedback(random_like(weight, self.init), self.match_norm, self.init)

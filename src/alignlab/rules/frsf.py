@@ -11,17 +11,27 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import torch
 from torch import Tensor
 
-from .base import Feedback, RandomInitRule, random_like
+from .base import Feedback, RandomInitRule, grown, random_like
 from .registry import register
 from .sign import SignFeedback
 
 
 class FixedMagnitudeSignFeedback(SignFeedback):
-    def __init__(self, R: Tensor) -> None:
+    def __init__(self, R: Tensor, init: str = "kaiming") -> None:
         super().__init__()
         self.register_buffer("R", R.abs())
+        self.init = init
+
+    @property
+    def weight_shape(self) -> torch.Size:
+        return self.R.shape
+
+    def resize(self, weight: Tensor) -> None:
+        """Existing magnitudes kept, new ones drawn as at conversion."""
+        self.R = grown(self.R, random_like(weight, self.init).abs())
 
     def magnitudes(self, weight: Tensor) -> Tensor:
         return self.R
@@ -35,4 +45,4 @@ class FRSF(RandomInitRule):
     name = "frsf"
 
     def feedback(self, weight: Tensor, groups: int = 1) -> Feedback:
-        return FixedMagnitudeSignFeedback(random_like(weight, self.init))
+        return FixedMagnitudeSignFeedback(random_like(weight, self.init), self.init)

@@ -21,18 +21,31 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import torch
 from torch import Tensor, nn
 
-from .base import Feedback, RandomInitRule, random_like
+from .base import Feedback, RandomInitRule, grown, random_like, resized_warning
 from .registry import register
 
 
 class LearnedFeedback(Feedback):
     """B as a parameter: it receives the layer's weight gradient as its own."""
 
-    def __init__(self, B: Tensor) -> None:
+    def __init__(self, B: Tensor, init: str = "kaiming") -> None:
         super().__init__()
         self.B = nn.Parameter(B)
+        self.init = init
+
+    @property
+    def weight_shape(self) -> torch.Size:
+        return self.B.shape
+
+    def resize(self, weight: Tensor) -> None:
+        """Existing entries kept, new ones drawn as at conversion (a new parameter: rebuild the
+        optimizer)."""
+        old = self.B.shape
+        self.B = nn.Parameter(grown(self.B.detach(), random_like(weight, self.init)))
+        resized_warning(self, old, self.B.shape)
 
     def matrix(self, weight: Tensor) -> Tensor:
         return self.B
@@ -46,4 +59,4 @@ class KP(RandomInitRule):
     name = "kp"
 
     def feedback(self, weight: Tensor, groups: int = 1) -> Feedback:
-        return LearnedFeedback(random_like(weight, self.init))
+        return LearnedFeedback(random_like(weight, self.init), self.init)

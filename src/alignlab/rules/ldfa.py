@@ -94,7 +94,7 @@ import torch
 from torch import Tensor, nn
 from torch.autograd import Function
 
-from .base import INITS, Feedback, Rule, check_choice, random_like
+from .base import INITS, Feedback, Rule, check_choice, grown, random_like, resized_warning
 from .registry import register
 
 P_INITS = ("orthogonal", "identity")
@@ -138,12 +138,27 @@ class LowRankFeedback(Feedback):
     """P (r × N_out) and Q (r × N_in, or a conv kernel): feedback B = PᵀQ, both learned."""
 
     def __init__(self, P: Tensor, Q: Tensor, *, learn_p: bool = True, learn_q: bool = True,
-                 oja_rate: float = 1.0, normalize: str = "batch") -> None:
+                 oja_rate: float = 1.0, normalize: str = "batch", init: str = "kaiming") -> None:
         super().__init__()
         self.P = nn.Parameter(P, requires_grad=learn_p)
         self.Q = nn.Parameter(Q, requires_grad=learn_q)
         self.oja_rate = oja_rate
         self.normalize = normalize
+        self.init = init
+
+    @property
+    def weight_shape(self) -> torch.Size:
+        return torch.Size((self.P.shape[1], *self.Q.shape[1:]))
+
+    def resize(self, weight: Tensor) -> None:
+        """P gets zero columns for new outputs (its rows stay orthonormal; Oja's rule moves
+        them from there), Q new columns P·B₀ for new inputs, B₀ drawn as at conversion."""
+        old, r = self.weight_shape, self.P.shape[0]
+        P = grown(self.P.detach(), torch.zeros(r, weight.shape[0], dtype=self.P.dtype, device=self.P.device))
+        fresh = (P @ random_like(weight, self.init).flatten(1).to(P)).view(r, *weight.shape[1:])
+        self.P = nn.Parameter(P, requires_grad=self.P.requires_grad)
+        self.Q = nn.Parameter(grown(self.Q.detach(), fresh), requires_grad=self.Q.requires_grad)
+        resized_warning(self, old, self.weight_shape)
 
     def matrix(self, weight: Tensor) -> Tensor:
         return _eager_low_rank()(self.P, self.Q, weight.shape)
@@ -221,4 +236,4 @@ class LDFA(Rule):
         P = P.to(device=weight.device, dtype=weight.dtype).contiguous()
         Q = (P @ B0.flatten(1)).view(r, *weight.shape[1:])
         return LowRankFeedback(P, Q, learn_p=self.learn_p, learn_q=self.learn_q, oja_rate=float(self.oja_rate),
-                               normalize=self.normalize)
+                               normalize=self.normalize, init=self.init)

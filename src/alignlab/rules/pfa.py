@@ -79,7 +79,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor, nn
 
-from .base import INITS, Feedback, Rule, check_choice, random_like
+from .base import INITS, Feedback, Rule, check_choice, grown, random_like, resized_warning
 from .registry import register
 
 INIT_B = ("random", "orthogonal", "identity")
@@ -102,10 +102,31 @@ class ProductFeedback(Feedback):
 
     has_factors = True
 
-    def __init__(self, B: Tensor, R: Tensor) -> None:
+    def __init__(self, B: Tensor, R: Tensor, init_b: str = "random", init_r: str = "xavier") -> None:
         super().__init__()
         self.register_buffer("B", B)
         self.R = nn.Parameter(R)
+        self.init_b, self.init_r = init_b, init_r
+
+    @property
+    def weight_shape(self) -> torch.Size:
+        return torch.Size((self.B.shape[0], *self.R.shape[1:]))
+
+    def resize(self, weight: Tensor) -> None:
+        """More outputs: B grows block-diagonally (the new rows mix k new intermediate units
+        each, drawn as at conversion; the old rows keep theirs, so their B·R is unchanged) and
+        R gets the new units' rows; other input sizes: R's columns are kept or drawn. Fewer
+        outputs or grouped convs raise."""
+        (c0, m0), c1 = self.B.shape, weight.shape[0]
+        if self.groups != 1 or c1 < c0:
+            return super().resize(weight)
+        k, old = m0 // c0, self.weight_shape
+        B = torch.zeros(c1, k * c1, dtype=self.B.dtype, device=self.B.device)
+        B[:c0, :m0] = self.B
+        B[c0:, m0:] = draw_b(c1 - c0, 1, k, self.init_b).to(B)
+        R_like = torch.empty((k * c1, *weight.shape[1:]), dtype=self.R.dtype, device=self.R.device)
+        self.B, self.R = B, nn.Parameter(grown(self.R.detach(), random_like(R_like, self.init_r)))
+        resized_warning(self, old, self.weight_shape)
 
     @property
     def groups(self) -> int:
@@ -157,4 +178,4 @@ class PFA(Rule):
         R_like = torch.empty((self.k * c_out, *weight.shape[1:]), dtype=weight.dtype, device=weight.device)
         R = random_like(R_like, self.init_r)
         B = draw_b(c_out, groups, self.k, self.init_b).to(device=weight.device, dtype=weight.dtype)
-        return ProductFeedback(B, R)
+        return ProductFeedback(B, R, self.init_b, self.init_r)
