@@ -5,11 +5,14 @@ import os
 import socket
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
 import torch
 import torch.multiprocessing as mp
+
+import alignlab
 
 from alignlab.train import load_config, train
 from alignlab.train.checkpoint import load_checkpoint
@@ -108,11 +111,42 @@ def test_interrupted_two_process_run_resumes(data_dir, tmp_path):
         assert g["train_loss"] == pytest.approx(w["train_loss"], rel=1e-4)
 
 
-def test_torchrun_command_line(data_dir, tmp_path):
+@pytest.mark.parametrize("rule", alignlab.rules.available())
+def test_torchrun_command_line_trains_every_rule_with_diagnostics(data_dir, tmp_path, rule):
+    """The CLI's default measures diagnostics on rank 0 alone; no rule may make the ranks'
+    collectives disagree (dfa once built a buffer on rank 0 only, and DDP's broadcast hung)."""
     cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "--master_port", str(free_port()),
-           "-m", "alignlab", "train", *overrides(data_dir, tmp_path, "fa", "name=tr", "epochs=1")]
+           "-m", "alignlab", "train", *overrides(data_dir, tmp_path, rule, "name=tr", "epochs=1",
+                                                 "diagnostics.enabled=true", "diagnostics.probe_size=64",
+                                                 "ddp_timeout=60")]
     env = dict(os.environ, PYTHONPATH=str(ROOT / "src"), OMP_NUM_THREADS="1")
-    out = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
+    out = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=240)
     assert out.returncode == 0, out.stderr[-2000:]
     assert (tmp_path / "tr" / "summary.json").is_file()
+    assert (tmp_path / "tr" / "diagnostics.jsonl").read_text().count("\n") == 2  # step 0 and epoch 1
     assert out.stdout.count("run finished") == 2  # each process reports; only rank 0 wrote files
+
+
+def _stuck_worker(rank, port, out_dir):
+    os.environ.update(RANK=str(rank), WORLD_SIZE="2", LOCAL_RANK=str(rank), MASTER_ADDR="127.0.0.1",
+                      MASTER_PORT=str(port))
+    from alignlab.train.placement import finish, place, stuck_collectives_named
+
+    p = place("cpu", "fp32", timeout=2)
+    if rank == 0:
+        tic = time.monotonic()
+        try:
+            with stuck_collectives_named(p):
+                p.all_sum(1.0)  # rank 1 never joins
+        except Exception as err:  # noqa: BLE001 - the test reads what it was
+            (Path(out_dir) / "error.txt").write_text(f"{type(err).__name__}|{time.monotonic() - tic:.1f}|{err}")
+    else:
+        time.sleep(6)
+    finish(p)
+
+
+def test_a_stuck_collective_is_a_one_line_error_naming_the_rank(tmp_path):
+    mp.start_processes(_stuck_worker, args=(free_port(), str(tmp_path)), nprocs=2, start_method="spawn", join=True)
+    kind, seconds, message = (tmp_path / "error.txt").read_text().split("|", 2)
+    assert kind == "CollectiveTimeout" and float(seconds) < 5
+    assert message.startswith("rank 0 of 2: a collective") and "ddp_timeout=2 s" in message and "\n" not in message

@@ -10,10 +10,11 @@ from importlib.metadata import PackageNotFoundError, version
 from . import nn, rules
 from .convert import convert, converted_layers, revert, summary
 from .nn.kinds import register_layer
+from .saving import load_feedback
 
 try:
     __version__ = version("alignlab")
 except PackageNotFoundError:  # running from a source tree
     __version__ = "0+unknown"
 
-__all__ = ["convert", "converted_layers", "nn", "register_layer", "revert", "rules", "summary", "__version__"]
+__all__ = ["convert", "converted_layers", "load_feedback", "nn", "register_layer", "revert", "rules", "summary", "__version__"]

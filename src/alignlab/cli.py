@@ -179,13 +179,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     elif extra:
         parser.error(f"unrecognized arguments: {' '.join(extra)}")
     from alignlab.train import TrainingDiverged
+    from alignlab.train.placement import CollectiveTimeout
 
     try:
         return args.handler(args)
     except (DatasetError, ValueError) as err:
         print(f"{PROG}: error: {err}", file=sys.stderr)
         return 2
-    except TrainingDiverged as err:
+    except (TrainingDiverged, CollectiveTimeout) as err:
         print(f"{PROG}: error: {err}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:

@@ -69,6 +69,7 @@ class RunConfig:
     device: str = "auto"  # auto (cuda if available) | cpu | cuda | cuda:N
     precision: str = "fp32"  # fp32 | bf16 (autocast) | fp16 (autocast + GradScaler)
     compile: bool = False  # torch.compile the model
+    ddp_timeout: float = 300.0  # seconds a torchrun process waits for the others in a collective, then fails
 
     def run_name(self) -> str:
         return self.name or f"{self.data.name}-{self.model.name}-{self.rule}-s{self.seed}"

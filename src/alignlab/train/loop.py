@@ -25,7 +25,7 @@ from .checkpoint import load_checkpoint, save_checkpoint
 from .config import RunConfig, config_from_dict, to_dict
 from .diagnose import Diagnose
 from .progress import Progress
-from .placement import Placement, finish, place
+from .placement import Placement, finish, place, stuck_collectives_named
 from .tblog import TBLog
 
 
@@ -176,14 +176,15 @@ def train(cfg: RunConfig | None = None, resume: str | Path | None = None) -> Pat
     if resume is not None:
         run_dir = Path(resume)
         cfg = config_from_dict(rundir.read_config(run_dir))
-    p = place(cfg.device, cfg.precision)
+    p = place(cfg.device, cfg.precision, cfg.ddp_timeout)
     try:
         if resume is not None:
             ckpt = run_dir / rundir.CHECKPOINT
             state = load_checkpoint(ckpt) if ckpt.exists() else None
         else:
             run_dir, state = start(cfg, p), None
-        return _run(cfg, p, run_dir, state)
+        with stuck_collectives_named(p):
+            return _run(cfg, p, run_dir, state)
     finally:
         finish(p)
 

@@ -10,6 +10,7 @@ all-reduced by DDP, so the ranks never drift. Only rank 0 writes files.
 from __future__ import annotations
 
 import contextlib
+import datetime
 import os
 from dataclasses import dataclass
 
@@ -19,12 +20,17 @@ import torch.distributed as dist
 PRECISIONS = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
 
 
+class CollectiveTimeout(RuntimeError):
+    """A process waited too long for the others (one stopped, or they disagree on what comes next)."""
+
+
 @dataclass
 class Placement:
     device: torch.device
     precision: str  # fp32 | bf16 | fp16
     rank: int = 0
     world: int = 1
+    timeout: float = 300.0  # seconds a collective may wait (torchrun)
 
     @property
     def is_main(self) -> bool:
@@ -70,8 +76,30 @@ def resolve_device(name: str) -> torch.device:
     return device
 
 
-def place(device: str, precision: str) -> Placement:
-    """The placement of this process; starts the process group under torchrun."""
+def _is_collective_failure(err: RuntimeError) -> bool:
+    text = str(err)
+    return isinstance(err, dist.DistError) or any(w in text for w in ("gloo", "NCCL", "Timed out", "timed out"))
+
+
+@contextlib.contextmanager
+def stuck_collectives_named(p: Placement):
+    """Under torchrun, turn a collective that timed out or lost its peers into a one-line error
+    naming the rank (gloo reports a timeout as a plain RuntimeError)."""
+    try:
+        yield
+    except RuntimeError as err:
+        if p.world == 1 or not _is_collective_failure(err):
+            raise
+        first = (str(err).strip().splitlines() or [type(err).__name__])[0]
+        raise CollectiveTimeout(
+            f"rank {p.rank} of {p.world}: a collective (gradient all-reduce, buffer broadcast or metric sum) did "
+            f"not complete within ddp_timeout={p.timeout:g} s or lost its peers; see the other ranks' errors "
+            f"({first[-160:]})") from err
+
+
+def place(device: str, precision: str, timeout: float = 300.0) -> Placement:
+    """The placement of this process; starts the process group under torchrun, whose collectives
+    fail after ``timeout`` seconds instead of waiting forever."""
     world = int(os.environ.get("WORLD_SIZE", "1"))
     if world == 1:
         return Placement(resolve_device(device), precision)
@@ -81,8 +109,9 @@ def place(device: str, precision: str) -> Placement:
         dev = torch.device("cuda", local)
         torch.cuda.set_device(dev)
     if not dist.is_initialized():
-        dist.init_process_group("nccl" if dev.type == "cuda" else "gloo")
-    return Placement(dev, precision, rank, world)
+        dist.init_process_group("nccl" if dev.type == "cuda" else "gloo",
+                                timeout=datetime.timedelta(seconds=timeout))
+    return Placement(dev, precision, rank, world, timeout)
 
 
 def finish(p: Placement) -> None:
