@@ -2,6 +2,7 @@
 
 import copy
 import io
+import warnings
 
 import pytest
 import torch
@@ -227,3 +228,123 @@ def test_torchvision_models_convert():
     assert len(layers) == 21  # 20 convs (3 of them 1×1 downsamples) and the fc head
     model(torch.randn(2, 3, 32, 32)).sum().backward()
     assert model.conv1.weight.grad is not None
+
+
+# ---- coverage: subclasses, parametrized weights, user kinds; nothing left on BP silently ----
+
+class MyLinear(nn.Linear):
+    """A subclass that keeps nn.Linear's forward."""
+
+
+class OwnForward(nn.Linear):
+    def forward(self, x):
+        return x @ self.weight.T + self.bias
+
+
+class Scaled(nn.Module):
+    """A layer of the user's own: y = 2·x Wᵀ."""
+
+    def __init__(self, d_in, d_out):
+        super().__init__()
+        self.w = nn.Parameter(torch.randn(d_out, d_in) / d_in ** 0.5)
+
+    def forward(self, x):
+        return 2 * x @ self.w.T
+
+
+def test_subclasses_convert_and_revert_to_their_own_class():
+    model = nn.Sequential(MyLinear(4, 5), nn.ReLU(), MyLinear(5, 3))
+    alignlab.convert(model, "fa")
+    assert isinstance(model[0], MyLinear) and isinstance(model[0], alignlab.nn.FeedbackLinear)
+    assert type(model[0]).__name__ == "FeedbackMyLinear"
+    ref = nn.Sequential(MyLinear(4, 5), nn.ReLU(), MyLinear(5, 3))
+    fa, x = with_feedback_equal_to_weights(ref), torch.randn(6, 4)
+    assert_grads_equal(run_backward(fa, x), run_backward(ref, x))
+    alignlab.revert(model)
+    assert type(model[0]) is MyLinear and "0.feedback.B" not in model.state_dict()
+
+
+def test_overridden_forward_stays_on_bp_and_is_named_until_registered():
+    model = nn.Sequential(OwnForward(4, 5), nn.ReLU(), nn.Linear(5, 3))
+    with pytest.warns(UserWarning, match=r"1 module\(s\) holding linear-map weights stay on BP under rule 'fa'.*"
+                                         r"0: OwnForward overrides Linear.forward.*register_layer\(OwnForward, like=Linear\)"):
+        alignlab.convert(model, "fa")
+    assert type(model[0]) is OwnForward
+    assert "OwnForward overrides" in alignlab.summary(model)
+    with pytest.raises(ValueError, match="stay on BP") as info:
+        alignlab.convert(nn.Sequential(OwnForward(4, 5)), "fa", strict=True)
+    assert "\n" not in str(info.value)
+    alignlab.register_layer(OwnForward, like=nn.Linear)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        alignlab.convert(model, "fa", strict=True)
+    assert isinstance(model[0], OwnForward) and alignlab.nn.kinds.is_converted(model[0])
+
+
+def test_unknown_layers_with_weights_are_named_and_excluding_them_silences_the_warning():
+    model = nn.Sequential(nn.Linear(4, 4), nn.Bilinear(4, 4, 2), nn.Embedding(5, 4))
+    with pytest.warns(UserWarning, match=r"1: Bilinear \(weight\) is no layer kind alignlab converts"):
+        alignlab.convert(model, "fa")  # the embedding is a lookup: not named
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        alignlab.convert(model, "fa", exclude=["1"])
+
+
+def test_register_layer_with_a_forward_of_its_own():
+    alignlab.register_layer(Scaled, forward=lambda m, x: 2 * alignlab.nn.feedback_linear(x, m.w, None, m.feedback),
+                            weight="w")
+    torch.manual_seed(0)
+    ref = nn.Sequential(Scaled(4, 6), nn.Tanh(), Scaled(6, 3))
+    fa = alignlab.convert(copy.deepcopy(ref), "fa")
+    assert [n for n, _, _ in alignlab.converted_layers(fa)] == ["0", "2"]
+    with torch.no_grad():
+        for _, layer, feedback in alignlab.converted_layers(fa):
+            feedback.B.copy_(layer.w)
+    x = torch.randn(5, 4)
+    assert_grads_equal(run_backward(fa, x), run_backward(ref, x))
+    with pytest.raises(ValueError, match="give exactly one of like="):
+        alignlab.register_layer(Scaled)
+    with pytest.raises(ValueError, match=r"'Scaled' must subclass like="):
+        alignlab.register_layer(Scaled, like=nn.Linear)
+
+
+@pytest.mark.parametrize("parametrization", ["weight_norm", "spectral_norm"])
+def test_parametrized_weights_convert_and_their_gradient_flows_through(parametrization):
+    wrap = getattr(nn.utils.parametrizations, parametrization)
+    torch.manual_seed(0)
+    ref = nn.Sequential(wrap(nn.Linear(4, 6)), nn.Tanh(), wrap(nn.Conv1d(6, 3, 1)))
+    ref.eval() if parametrization == "spectral_norm" else None  # no power-iteration step between passes
+    fa = alignlab.convert(copy.deepcopy(ref), "fa")
+    assert len(alignlab.converted_layers(fa)) == 2
+    with torch.no_grad():
+        for _, layer, feedback in alignlab.converted_layers(fa):
+            feedback.B.copy_(layer.weight)
+    x = torch.randn(5, 1, 4)
+    call = lambda m: (lambda t: m[2](m[1](m[0](t)).transpose(1, 2)))  # noqa: E731
+    got, want = run_backward(fa, x, call(fa)), run_backward(ref, x, call(ref))
+    assert_grads_equal(got, want)
+    assert any("original" in name for name in got[2])  # the parametrization's own parameters learn
+
+
+def test_bp_equals_original_on_a_subclass_of_conv():
+    class MyConv(nn.Conv2d):
+        pass
+
+    ref = nn.Sequential(MyConv(2, 3, 3, padding=1), nn.ReLU(), MyConv(3, 2, 3))
+    bp = alignlab.convert(copy.deepcopy(ref), "bp")
+    x = torch.randn(2, 2, 6, 6)
+    assert_grads_equal(run_backward(bp, x), run_backward(ref, x), atol=0, rtol=0)
+
+
+def test_whole_model_pickles_with_made_twins():
+    """Twins made at run time (subclasses, attention's out_proj) pickle by their original class."""
+    model = alignlab.convert(nn.Sequential(Classifier(), MyLinear(3, 2)), "fa")
+    buffer = io.BytesIO()
+    torch.save(model, buffer)
+    buffer.seek(0)
+    loaded = torch.load(buffer, weights_only=False)
+    assert type(loaded[1]) is type(model[1]) and type(loaded[1]).__name__ == "FeedbackMyLinear"
+    x = torch.randn(2, 5, 16)
+    assert_grads_equal(run_backward(loaded, x), run_backward(model, x), atol=0, rtol=0)
+    alignlab.revert(loaded)
+    assert type(loaded[0].encoder.layers[0].self_attn.out_proj) is nn.modules.linear.NonDynamicallyQuantizableLinear

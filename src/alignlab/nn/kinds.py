@@ -54,10 +54,31 @@ def _weight(m: nn.Module) -> Tensor:
 
 
 def _twin(name: str, bases: tuple, base: type, kind: Kind | None = None) -> type:
-    attrs = {"_alignlab_base": base, "__module__": __name__, "__qualname__": name}
+    """A twin class made at run time; it pickles by its original class (see _new_twin)."""
+    attrs = {"_alignlab_base": base, "__module__": __name__, "__qualname__": name, "__reduce_ex__": _reduce_twin}
     if kind is not None:
         attrs["_alignlab_kind"] = kind
     return type(name, bases, attrs)
+
+
+def _reduce_twin(self, protocol):
+    """Pickle (and deepcopy) a made twin as "the twin of its original class", which the
+    loading process makes again (its original class must be importable there)."""
+    return (_new_twin, (type(self)._alignlab_base,), *object.__reduce_ex__(self, protocol)[2:])
+
+
+def _new_twin(base: type):
+    _resolve_lazy()
+    kind = _KINDS.get(base)
+    twin = kind.twin if kind is not None and kind.twin._alignlab_base is base else _subclass_twin(base)
+    return twin.__new__(twin)
+
+
+def _subclass_twin(cls: type) -> type:
+    """The (cached) twin of a subclass of a kind: Feedback<name>(the kind's twin, cls)."""
+    if cls not in _TWINS:
+        _TWINS[cls] = _twin(f"Feedback{cls.__name__}", (_KINDS[_base_of(cls)].twin, cls), cls)
+    return _TWINS[cls]
 
 
 def _builtin(base: type, twin: type, **fields) -> tuple[type, Kind]:
@@ -145,11 +166,7 @@ def twin_of(module: nn.Module) -> tuple[type | None, str | None]:
                       f"declare it with alignlab.register_layer({cls.__name__}, like={base.__name__})")
     if (reason := kind.why_not(module)) is not None:
         return None, reason
-    if cls is base:
-        return kind.twin, None
-    if cls not in _TWINS:
-        _TWINS[cls] = _twin(f"Feedback{cls.__name__}", (kind.twin, cls), cls)
-    return _TWINS[cls], None
+    return (kind.twin if cls is base else _subclass_twin(cls)), None
 
 
 def register_layer(cls: type, like: type | None = None, *, forward: Callable | None = None,
