@@ -209,7 +209,7 @@ def test_dfa_torch_checkpoint_gives_the_same_gradients(reentrant):
         torch.testing.assert_close(a, b)
 
 
-@pytest.mark.parametrize("kind", ["gpt2", "bert", "t5"])
+@pytest.mark.parametrize("kind", ["gpt2", "llama", "bert", "t5"])
 def test_dfa_trains_with_dynamic_padding_and_batch_sizes(kind):
     model = build(kind, "dfa")
     opt = torch.optim.Adam(model.parameters(), lr=3e-3)
@@ -226,6 +226,25 @@ def test_dfa_trains_with_dynamic_padding_and_batch_sizes(kind):
                 first = loss.item()
             last = loss.item() if i == 0 else last
     assert last < first
+
+
+def test_dfa_cnn_takes_images_of_changing_size():
+    torch.manual_seed(0)
+    model = alignlab.convert(nn.Sequential(nn.Conv2d(1, 4, 3), nn.ReLU(), nn.Conv2d(4, 4, 3), nn.ReLU(),
+                                           nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(4, 3)), "dfa")
+    for size in (8, 12, 9):
+        x = torch.randn(5, 1, size, size, requires_grad=True)
+        nn.functional.cross_entropy(model(x), torch.randint(0, 3, (5,))).backward()
+        assert x.grad.shape == x.shape and torch.isfinite(model[0].weight.grad).all()
+
+
+def test_dfa_dense_projection_with_new_shapes_is_a_one_line_error():
+    model = alignlab.convert(nn.Sequential(nn.Conv2d(1, 2, 3), nn.AdaptiveAvgPool2d(2), nn.Flatten(), nn.Linear(8, 3)),
+                             "dfa", project="dense")
+    model(torch.randn(2, 1, 6, 6, requires_grad=True)).sum().backward()
+    with pytest.raises(ValueError, match=r"dfa: layer '0' with project='dense' needs the shapes of its first pass") as info:
+        model(torch.randn(2, 1, 8, 8, requires_grad=True)).sum().backward()
+    assert "\n" not in str(info.value)
 
 
 def test_dfa_one_layer_applied_to_two_shapes():

@@ -53,12 +53,10 @@ def _weight(m: nn.Module) -> Tensor:
     return m.weight
 
 
-def _twin(name: str, bases: tuple, base: type, kind: Kind | None = None) -> type:
+def _twin(name: str, bases: tuple, base: type) -> type:
     """A twin class made at run time; it pickles by its original class (see _new_twin)."""
-    attrs = {"_alignlab_base": base, "__module__": __name__, "__qualname__": name, "__reduce_ex__": _reduce_twin}
-    if kind is not None:
-        attrs["_alignlab_kind"] = kind
-    return type(name, bases, attrs)
+    return type(name, bases, {"_alignlab_base": base, "__module__": __name__, "__qualname__": name,
+                              "__reduce_ex__": _reduce_twin})
 
 
 def _reduce_twin(self, protocol):
