@@ -8,6 +8,7 @@ import torch
 from torch import nn
 
 import alignlab
+from alignlab.nn.kinds import layer_weight
 
 
 def run_backward(model: nn.Module, x: torch.Tensor, call=None, seed: int = 0):
@@ -29,8 +30,7 @@ def with_feedback_equal_to_weights(model: nn.Module) -> nn.Module:
     fa = alignlab.convert(copy.deepcopy(model), rule="fa")
     with torch.no_grad():
         for _, layer, feedback in alignlab.converted_layers(fa):
-            weight = layer.in_proj_weight if isinstance(layer, nn.MultiheadAttention) else layer.weight
-            feedback.B.copy_(weight)
+            feedback.B.copy_(layer_weight(layer))
     return fa
 
 

@@ -295,11 +295,8 @@ def test_register_layer_with_a_forward_of_its_own():
                             weight="w")
     torch.manual_seed(0)
     ref = nn.Sequential(Scaled(4, 6), nn.Tanh(), Scaled(6, 3))
-    fa = alignlab.convert(copy.deepcopy(ref), "fa")
+    fa = with_feedback_equal_to_weights(ref)
     assert [n for n, _, _ in alignlab.converted_layers(fa)] == ["0", "2"]
-    with torch.no_grad():
-        for _, layer, feedback in alignlab.converted_layers(fa):
-            feedback.B.copy_(layer.w)
     x = torch.randn(5, 4)
     assert_grads_equal(run_backward(fa, x), run_backward(ref, x))
     with pytest.raises(ValueError, match="give exactly one of like="):
@@ -314,11 +311,8 @@ def test_parametrized_weights_convert_and_their_gradient_flows_through(parametri
     torch.manual_seed(0)
     ref = nn.Sequential(wrap(nn.Linear(4, 6)), nn.Tanh(), wrap(nn.Conv1d(6, 3, 1)))
     ref.eval() if parametrization == "spectral_norm" else None  # no power-iteration step between passes
-    fa = alignlab.convert(copy.deepcopy(ref), "fa")
+    fa = with_feedback_equal_to_weights(ref)
     assert len(alignlab.converted_layers(fa)) == 2
-    with torch.no_grad():
-        for _, layer, feedback in alignlab.converted_layers(fa):
-            feedback.B.copy_(layer.weight)
     x = torch.randn(5, 1, 4)
     call = lambda m: (lambda t: m[2](m[1](m[0](t)).transpose(1, 2)))  # noqa: E731
     got, want = run_backward(fa, x, call(fa)), run_backward(ref, x, call(ref))

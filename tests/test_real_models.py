@@ -11,7 +11,7 @@ import torch
 from torch import nn
 
 import alignlab
-from alignlab.nn.kinds import layer_weight
+from helpers import with_feedback_equal_to_weights
 
 transformers = pytest.importorskip("transformers")
 transformers.logging.set_verbosity_error()
@@ -154,10 +154,7 @@ def test_fa_with_feedback_equal_to_weights_is_bp(kind):
     """Conv1D stores W as (in, out) and FalconLinear overrides forward: both must transport exactly."""
     torch.manual_seed(0)
     ref = BUILD[kind]()
-    fa = alignlab.convert(copy.deepcopy(ref), "fa")
-    with torch.no_grad():
-        for _, layer, feedback in alignlab.converted_layers(fa):
-            feedback.B.copy_(layer_weight(layer))
+    fa = with_feedback_equal_to_weights(ref)
     b = batch(kind)
     for model in (ref, fa):
         model(**b).loss.backward()
