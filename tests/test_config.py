@@ -2,6 +2,7 @@
 
 import pytest
 
+import alignlab
 from alignlab.train.config import RunConfig, config_from_dict, load_config, to_dict
 
 
@@ -35,7 +36,7 @@ def test_round_trip_through_dict():
     ("progress=maybe", "config key 'progress' must be bool, got 'maybe'"),
     ("optim=adam", "config key 'optim' is a section"),
     ("optim.lr.x=1", "config key 'optim.lr' has no sub-keys"),
-    ("rule=fb", "unknown rule 'fb'; available rules: bp, fa, dfa"),
+    ("rule=fb", f"unknown rule 'fb'; available rules: {', '.join(alignlab.rules.available())}"),
     ("rule_options.scale=2", "unknown option 'scale' for rule 'bp'; valid options: (none)"),
     ("optim.name=rmsprop", "config key 'optim.name': 'rmsprop' is not valid; choose one of sgd, adam, adamw"),
     ("optim.lr=-1", "config key 'optim.lr' must be > 0"),

@@ -13,9 +13,9 @@ import alignlab
 from alignlab.diagnostics import weight_alignment
 from alignlab.optim import build_optimizer
 from alignlab.rules.pfa import PFA, product
+from alignlab.testing import TinyTransformer as Classifier
+from alignlab.testing import bars_task, mlp, small_cnn
 from helpers import angle, assert_grads_equal, run_backward
-from test_convert import Classifier
-from test_rules import bars_task, mlp, small_cnn, teacher_task, train_and_test
 
 
 def pfa(model, **options):
@@ -254,48 +254,3 @@ def test_angle_between_br_and_w_falls_during_training():
         assert abs(end[name]["angle"] - by_hand) < 1e-2, (name, end[name], by_hand)
     assert all(80 < s["angle"] < 100 for s in start.values()), start
     assert all(end[n]["angle"] < 0.4 * start[n]["angle"] for n in start), (start, end)
-
-
-# --- state, precision, learning ------------------------------------------------------------
-
-
-def test_state_dict_round_trip_with_weights_only():
-    def build(seed):
-        torch.manual_seed(seed)
-        return pfa(nn.Sequential(nn.Conv2d(2, 4, 3, groups=2), nn.ReLU(), nn.Flatten(), nn.Linear(4 * 16, 3)))
-
-    a = build(0)
-    assert set(a.state_dict()) == {"0.weight", "0.bias", "0.feedback.B", "0.feedback.R",
-                                   "3.weight", "3.bias", "3.feedback.B", "3.feedback.R"}
-    opt = torch.optim.SGD(a.parameters(), lr=0.1, weight_decay=0.01)
-    x = torch.randn(5, 2, 6, 6)
-    a(x).sum().backward()
-    opt.step()
-    buffer = io.BytesIO()
-    torch.save(a.state_dict(), buffer)
-    buffer.seek(0)
-    b = build(1)
-    b.load_state_dict(torch.load(buffer, weights_only=True))
-    for key, value in a.state_dict().items():
-        assert torch.equal(value, b.state_dict()[key]), key
-    assert_grads_equal(run_backward(b, x), run_backward(a, x), atol=0, rtol=0)
-
-
-def test_steps_under_bf16_autocast_with_feedback_in_fp32():
-    torch.manual_seed(0)
-    model = pfa(small_cnn())
-    with torch.autocast("cpu", dtype=torch.bfloat16):
-        assert model[0].feedback.matrix(model[0].weight).dtype == torch.float32
-        loss = nn.functional.cross_entropy(model(bars_task(8)[0]), torch.arange(8) % 4)
-    loss.backward()
-    assert all(p.grad is not None and p.grad.dtype == torch.float32 and torch.isfinite(p.grad).all()
-               for p in model.parameters())
-
-
-def test_trains_mlp_and_cnn_well_above_chance():
-    torch.manual_seed(0)
-    acc_mlp = train_and_test(pfa(mlp()), teacher_task)
-    torch.manual_seed(0)
-    acc_cnn = train_and_test(pfa(small_cnn()), bars_task)
-    assert acc_mlp > 0.85, acc_mlp  # chance: 0.25
-    assert acc_cnn > 0.8, acc_cnn

@@ -8,16 +8,23 @@ import torch
 from torch import nn
 
 import alignlab
+from alignlab.rules.sign import SignFeedback
+from alignlab.testing import mlp
 from helpers import angle
 
 
-def mlp(d_in=10, hidden=32, d_out=4):
-    return nn.Sequential(nn.Linear(d_in, hidden), nn.ReLU(), nn.Linear(hidden, hidden), nn.ReLU(),
-                         nn.Linear(hidden, d_out))
-
-
 def test_available_rules():
-    assert alignlab.rules.available() == ["bp", "fa", "dfa", "usf", "brsf", "frsf", "kp", "ldfa", "pfa"]
+    """The paper rules are registered (others may be added: each is one file in rules/)."""
+    assert {"bp", "fa", "dfa", "usf", "brsf", "frsf", "kp", "ldfa", "pfa"} <= set(alignlab.rules.available())
+
+
+def _sign_rules():
+    return [r for r in alignlab.rules.available()
+            if isinstance(alignlab.rules.get(r).feedback(torch.ones(2, 2)), SignFeedback)]
+
+
+def test_sign_rules_are_found():
+    assert {"usf", "brsf", "frsf"} <= set(_sign_rules())
 
 
 def test_fa_feedback_is_fixed_buffer_with_documented_init():
@@ -113,7 +120,7 @@ def test_brsf_magnitudes_are_8_bit_uniform_levels_and_any_bit_change_redraws():
     assert not torch.equal(layer.feedback.R, before)
 
 
-@pytest.mark.parametrize("rule", ["usf", "brsf", "frsf"])
+@pytest.mark.parametrize("rule", _sign_rules())
 def test_sign_rules_rebuild_b_in_place_once_per_step(rule):
     layer = alignlab.convert(nn.Sequential(nn.Linear(6, 5)), rule=rule)[0]
     B = layer.feedback.matrix(layer.weight)
@@ -173,58 +180,3 @@ def test_kp_angle_between_b_and_w_falls_during_training():
     end = [angle(l.weight, l.feedback.B) for _, l, _ in alignlab.converted_layers(model)]
     assert all(s > 80 for s in start), start
     assert all(e < 0.5 * s for s, e in zip(start, end)), (start, end)
-
-
-# --- every rule learns ---------------------------------------------------------------------
-
-
-def teacher_task(n, seed=0):
-    """Labels from a fixed random linear teacher: 4 classes, 10 inputs."""
-    w = torch.randn(10, 4, generator=torch.Generator().manual_seed(1234))  # one teacher for every split
-    x = torch.randn(n, 10, generator=torch.Generator().manual_seed(seed))
-    return x, (x @ w).argmax(1)
-
-
-def bars_task(n, seed=0):
-    """8×8 images with one noisy bar: top/bottom row (horizontal) or left/right column."""
-    g = torch.Generator().manual_seed(seed)
-    y = torch.randint(0, 4, (n,), generator=g)
-    x = 0.5 * torch.randn(n, 1, 8, 8, generator=g)
-    pos = torch.randint(0, 4, (n,), generator=g)
-    for cls in range(4):
-        idx = (y == cls).nonzero().flatten()
-        offset = pos[idx] + (0 if cls % 2 == 0 else 4)
-        if cls < 2:
-            x[idx, 0, offset, :] += 2.0
-        else:
-            x[idx, 0, :, offset] += 2.0
-    return x, y
-
-
-def small_cnn():
-    return nn.Sequential(nn.Conv2d(1, 8, 3, padding=1), nn.ReLU(), nn.Conv2d(8, 8, 3, stride=2, padding=1),
-                         nn.ReLU(), nn.Flatten(), nn.Linear(8 * 16, 4))
-
-
-def train_and_test(model, task, steps=150):
-    x, y = task(1024, seed=0)
-    xt, yt = task(512, seed=1)
-    opt = torch.optim.Adam(model.parameters(), lr=3e-3)
-    g = torch.Generator().manual_seed(0)
-    for _ in range(steps):
-        idx = torch.randint(0, len(x), (64,), generator=g)
-        opt.zero_grad()
-        nn.functional.cross_entropy(model(x[idx]), y[idx]).backward()
-        opt.step()
-    with torch.no_grad():
-        return (model(xt).argmax(1) == yt).float().mean().item()
-
-
-@pytest.mark.parametrize("rule", ["bp", "fa", "dfa", "usf", "brsf", "frsf", "kp"])
-def test_every_rule_trains_mlp_and_cnn_well_above_chance(rule):
-    torch.manual_seed(0)
-    acc_mlp = train_and_test(alignlab.convert(mlp(), rule=rule), teacher_task)
-    torch.manual_seed(0)
-    acc_cnn = train_and_test(alignlab.convert(small_cnn(), rule=rule), bars_task)
-    assert acc_mlp > 0.85, acc_mlp  # chance: 0.25
-    assert acc_cnn > 0.8, acc_cnn

@@ -77,10 +77,7 @@ def _swap(name: str, module: nn.Module, twin: type, rule: rules.Rule) -> None:
     """Give ``module`` its twin class and the rule's feedback."""
     module.__class__ = twin
     kind = kind_of(module)
-    with torch.no_grad():
-        feedback = rule.feedback(kind.weight(module), groups=kind.groups(module))
-    feedback.rule_name, feedback.layer = rule.name, name
-    setattr(module, kind.slot, feedback)
+    setattr(module, kind.slot, rule.build(kind.weight(module), groups=kind.groups(module), layer=name))
 
 
 def _unswap(module: nn.Module) -> None:
@@ -97,7 +94,7 @@ def _install_tap(model: nn.Module, output) -> None:
         del model._alignlab_tap
     direct = [f for _, _, f in converted_layers(model) if f.direct]
     if direct:
-        model._alignlab_tap = OutputErrorTap(model, output)
+        model._alignlab_tap = OutputErrorTap(model, output, direct[0].rule_name)
         for feedback in direct:
             feedback.tap = model._alignlab_tap
 

@@ -46,7 +46,8 @@ class FeedbackMultiheadAttention(nn.MultiheadAttention):
         if query is key and key is value:
             return feedback_linear(query, w, b, fb).chunk(3, dim=-1)
         if fb.direct:
-            raise NotImplementedError("dfa: attention with separate query/key/value inputs is not supported")
+            raise NotImplementedError(f"{fb.rule_name}: direct feedback to attention with separate query/key/value "
+                                      "inputs is not supported")
         # cross-attention: each input through its third of the packed weight and feedback
         routed = route(fb, query, w)
         ws, bs = w.chunk(3), (None,) * 3 if b is None else b.chunk(3)

@@ -47,7 +47,7 @@ def check_output(output, rule: str, direct: bool) -> None:
     if output is None:
         return
     if not direct:
-        raise ValueError(f"output= tells a direct rule (dfa) where the output error is; rule {rule!r} does not use it")
+        raise ValueError(f"output= tells a direct-feedback rule where the output error is; rule {rule!r} does not use it")
     if not (isinstance(output, (str, int)) or callable(output)) or isinstance(output, bool):
         raise ValueError(f"output={output!r} is not valid; give a key, an index or a function of the model's output")
 
@@ -89,8 +89,9 @@ def _batch_size(args, kwargs) -> int | None:
 class OutputErrorTap:
     """Forward hooks on the root model that capture its output error each pass."""
 
-    def __init__(self, model: nn.Module, output=None) -> None:
+    def __init__(self, model: nn.Module, output=None, rule: str = "direct feedback") -> None:
         self.output = output  # convert's output= selector, or None
+        self.rule = rule  # named in messages
         self.current: ErrorSlot | None = None  # the slot of the forward pass now running
         self.active: ErrorSlot | None = None  # the slot the running backward captured last
         self.batch: int | None = None
@@ -110,7 +111,7 @@ class OutputErrorTap:
         out = pick_output(output, self.output, self.batch)
         if not isinstance(out, Tensor):
             raise TypeError(
-                f"dfa: found no output error in the model's {type(output).__name__} (no 'logits' and no "
+                f"{self.rule}: found no output error in the model's {type(output).__name__} (no 'logits' and no "
                 "floating tensor whose first dimension is the batch); name it with convert(..., output=KEY)"
             )
         if out.requires_grad:
@@ -124,7 +125,7 @@ class OutputErrorTap:
 def open_slot(feedback) -> ErrorSlot:
     """The error slot of the forward pass now running (or, for a layer recomputed during a
     backward, of the pass that backward serves)."""
-    tap = getattr(feedback, "tap", None)
+    tap = feedback.tap
     slot = None if tap is None else tap.current or tap.active
     if slot is None:
         raise RuntimeError(

@@ -7,9 +7,8 @@ Every rule shares one backward: the weight (and bias) gradient is the true local
 * direct rules (DFA): grad_x = eᵀB_l, a projection of the output error (``feedback.project``).
 
 If B requires grad (KP), it receives ΔW as its gradient. The forward pass is PyTorch's own.
-A feedback module with an ``observe(grad, matrix)`` method (ldfa) is shown, in the backward,
-the error δ at the layer's output and the feedback tensor that call used, so that it can learn
-from δ (ldfa's P follows δ's principal subspace); no other rule has one.
+Every feedback module is shown, in the backward, the error δ at the layer's output and the
+feedback tensor that call used (``Feedback.observe``; a no-op unless the rule learns from δ).
 Under autocast the forward computes in the autocast dtype, the input is saved in that dtype
 (as BP saves it), the backward runs in the gradient's dtype with B cast to it, and autograd
 casts each returned gradient back to its parameter's dtype.
@@ -36,13 +35,6 @@ def _as_computed(x: Tensor) -> Tensor:
     if torch.is_autocast_enabled(kind) and x.is_floating_point():
         return x.to(torch.get_autocast_dtype(kind))
     return x
-
-
-def _observe(feedback, grad: Tensor, matrix: Tensor) -> None:
-    """Show the error at the layer output to a rule that learns from it (``observe``)."""
-    observe = getattr(feedback, "observe", None)
-    if observe is not None:
-        observe(grad, matrix)
 
 
 def _direct_input_grad(feedback, slot: ErrorSlot, x_shape: torch.Size, channels_first: bool) -> Tensor:
@@ -74,7 +66,7 @@ class LinearFeedbackFn(Function):
     @staticmethod
     def backward(ctx, grad):
         x, matrix = ctx.saved_tensors
-        _observe(ctx.feedback, grad, matrix)
+        ctx.feedback.observe(grad, matrix)
         need_x, need_w, need_b, need_m = ctx.needs_input_grad[:4]
         g2, x2 = _rows(grad, x)
         grad_x = grad_w = grad_b = None
@@ -93,7 +85,7 @@ class LinearFeedbackFn(Function):
 class LinearProductFn(Function):
     """y = x Wᵀ + b; errors go back through two factors: h = δB, grad_x = hR, grad_R = hᵀx.
 
-    Product feedback (pfa) with fewer rows than outputs: B·R is never formed.
+    Feedback with two factors (``Feedback.linear_factors``): B·R is never formed.
     """
 
     @staticmethod
@@ -131,7 +123,7 @@ class ConvFeedbackFn(Function):
     @staticmethod
     def backward(ctx, grad):
         x, matrix = ctx.saved_tensors
-        _observe(ctx.feedback, grad, matrix)
+        ctx.feedback.observe(grad, matrix)
         need_x, need_w, need_b, need_m = ctx.needs_input_grad[:4]
         direct = ctx.slot is not None
         stride, padding, dilation, groups = ctx.conv

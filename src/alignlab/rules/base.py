@@ -4,14 +4,24 @@ A *rule* is a typed dataclass of options that builds, for each converted weight,
 :class:`Feedback` module: the object that says which tensor carries that layer's error
 backwards. Rules know nothing about training loops or optimizers.
 
-The feedback layers in :mod:`alignlab.nn` ask a feedback module for one of two things:
+The feedback layers of :mod:`alignlab.nn` call only the methods declared on :class:`Feedback`
+(each with a documented default), so a new rule is one module that subclasses these two
+classes and decorates its :class:`Rule` with :func:`alignlab.rules.register`:
 
-* ``matrix(weight)`` — a tensor shaped like ``weight`` that stands in ``weight``'s place
-  in the backward pass (FA, sign-symmetry, KP). If it requires grad, it receives the
-  layer's true weight gradient as its own gradient (this is how KP learns B).
-  ``None`` means exact transport (BP).
-* ``direct = True`` — the layer's input gradient is a projection of the network's output
-  error (DFA); see :mod:`alignlab.nn.direct`.
+* ``matrix(weight)`` — a tensor shaped like ``weight`` that stands in ``weight``'s place in the
+  backward pass (FA, sign-symmetry, KP). If it requires grad, it receives the layer's true
+  weight gradient as its own gradient (this is how KP learns B). ``None`` means exact
+  transport (BP).
+* ``linear_factors(rows, weight)`` — two factors (B, R) to send a Linear's error through in
+  turn, never forming B·R (product feedback); default None: use ``matrix``.
+* ``observe(grad, matrix)`` — shown, in the backward, the error at the layer's output and the
+  feedback tensor that call used (ldfa learns P from it); default: nothing.
+* ``direct = True`` and ``project(error, x_shape, channels_first)`` — the layer's input gradient
+  is a projection of the network's output error (DFA); see :mod:`alignlab.nn.direct`.
+* ``weight_shape`` and ``resize(weight)`` — feedback that follows a weight of a new shape.
+
+A new module in ``alignlab/rules/`` is imported, and so registered, with the package; the
+contract checks of :mod:`alignlab.testing` then run on it (``tests/test_contract.py``).
 """
 
 from __future__ import annotations
@@ -29,14 +39,15 @@ from torch import Tensor, nn
 class Feedback(nn.Module):
     """The feedback path of one weight tensor. Subclasses hold the feedback tensors.
 
-    ``convert`` sets ``rule_name`` and ``layer`` (the layer's name in the model) on every
-    feedback it builds; messages name both.
+    :meth:`Rule.build` gives every feedback its rule's name (``rule_name``) and the layer's
+    name in the model (``layer``); messages name both.
     """
 
-    direct: ClassVar[bool] = False
+    direct: ClassVar[bool] = False  # True: the input gradient is ``project``'s, not δ·matrix
     has_factors: ClassVar[bool] = False  # True: ``linear_factors`` may return (B, R)
     rule_name: str = ""
     layer: str = ""
+    tap = None  # direct feedback: the root model's OutputErrorTap (alignlab.nn.direct), set by convert
 
     @property
     def weight_shape(self) -> torch.Size | None:
@@ -69,6 +80,17 @@ class Feedback(nn.Module):
         """Tensor used instead of ``weight`` to send errors backwards; ``None`` = exact."""
         raise NotImplementedError
 
+    def observe(self, grad: Tensor, matrix: Tensor) -> None:
+        """Called in the layer's backward with the error at the layer's output (``grad``, shaped
+        like the output) and the tensor ``matrix`` returned for that call; the default does
+        nothing. A rule that learns from the error (ldfa's P) overrides it."""
+
+    def project(self, error: Tensor, x_shape: torch.Size, channels_first: bool) -> Tensor:
+        """Direct feedback only (``direct = True``): the layer's input gradient, shaped
+        ``x_shape``, from the model's output error ``error`` (N, *positions, C);
+        ``channels_first``: the input is (N, D, *positions) (convs), else (N, *positions, D)."""
+        raise NotImplementedError(f"{self.rule_name}: project() is for direct feedback (direct = True)")
+
     def linear_factors(self, rows: int, weight: Tensor) -> tuple[Tensor, Tensor] | None:
         """(B, R) when a Linear call with ``rows`` input rows should send errors through B,
         then R (grad_x = δ·B·R, R's gradient (δB)ᵀx) instead of through ``matrix``; None (the
@@ -87,11 +109,32 @@ class Rule:
 
     name: ClassVar[str] = ""
     direct: ClassVar[bool] = False  # its feedback sends the output error straight to each layer
+    # options alignlab.testing's contract checks give this rule (where the defaults are slow
+    # or too weak for their small nets and 150 steps)
+    contract_options: ClassVar[dict] = {}
+    # options under which every feedback tensor shaped like W, set to W, makes the feedback
+    # exactly W (the contract's "feedback := W gives BP" check); None: the rule's defaults
+    exact_options: ClassVar[dict | None] = None
 
     def feedback(self, weight: Tensor, groups: int = 1) -> Feedback:
         """Build the feedback module for one forward ``weight`` (at conversion time);
         ``groups`` is the conv layer's (1 for Linear and attention weights)."""
         raise NotImplementedError
+
+    def build(self, weight: Tensor, groups: int = 1, layer: str = "") -> Feedback:
+        """The feedback for ``weight`` of the layer named ``layer``, carrying this rule's name
+        (what ``convert`` calls; rules implement :meth:`feedback`)."""
+        with torch.no_grad():
+            feedback = self.feedback(weight, groups)
+        feedback.rule_name, feedback.layer = self.name, layer
+        return feedback
+
+    @property
+    def data_parallel_exact(self) -> bool:
+        """True when averaging the updates of equal shards of a batch (what DDP does) gives
+        exactly this rule's update on the whole batch. Rules whose feedback learns from batch
+        statistics (ldfa's normalised Oja rule) say False; their ranks still agree."""
+        return True
 
     def options(self) -> dict:
         return dataclasses.asdict(self)

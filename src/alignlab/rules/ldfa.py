@@ -203,6 +203,7 @@ class LDFA(Rule):
     """Low-dimensional adaptive feedback: B = PᵀQ, P by Oja's rule on δ, Q by projected KP."""
 
     name = "ldfa"
+    exact_options = {"rank": "full", "p_init": "identity"}  # B = PᵀQ = Q
     rank: int | str = 10  # r; each layer uses min(r, N_out); "full" = N_out
     learn_p: bool = True  # False: P fixed at its initial value
     learn_q: bool = True  # False: Q fixed too; with learn_p=False, fixed random rank-r feedback
@@ -224,6 +225,11 @@ class LDFA(Rule):
         rate = self.oja_rate
         if isinstance(rate, bool) or not isinstance(rate, (int, float)) or not rate >= 0 or rate == float("inf"):
             raise ValueError(f"rule 'ldfa': oja_rate={rate!r} is not valid; give a finite number >= 0")
+
+    @property
+    def data_parallel_exact(self) -> bool:
+        """P's Oja step on batch-normalised errors uses each shard's own statistics."""
+        return not (self.learn_p and self.normalize == "batch")
 
     def feedback(self, weight: Tensor, groups: int = 1) -> Feedback:
         B0 = random_like(weight, self.init)  # first, as kp draws B: same seed, same B at P = I

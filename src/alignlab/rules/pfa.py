@@ -161,6 +161,7 @@ class PFA(Rule):
     """Product Feedback Alignment: feedback B·R, B fixed, R learned by ∇R = Bᵀ∇W."""
 
     name = "pfa"
+    exact_options = {"k": 1, "init_b": "identity"}  # B·R = R
     k: int = 10  # expansion ratio: k·N_out intermediate units
     init_b: str = "random"  # "random" E[BBᵀ]=I | "orthogonal" BBᵀ=I | "identity" (k=1)
     init_r: str = "xavier"  # initial R: "xavier" (authors) | "kaiming"
