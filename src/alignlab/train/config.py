@@ -36,10 +36,10 @@ class ModelConfig:
 
 @dataclass
 class OptimConfig:
-    name: str = "adam"  # sgd | adam | adamw
+    name: str = "adam"  # sgd | adam | adamw | muon (Muon for hidden matrices and kernels, AdamW for the rest)
     lr: float = 1e-3  # learning rate
     momentum: float = 0.9  # sgd only
-    weight_decay: float = 0.0  # decoupled for adamw, L2 for sgd and adam
+    weight_decay: float = 0.0  # decoupled for adamw and muon, L2 for sgd and adam
     schedule: str = "none"  # none | cosine (to 0 over all epochs, stepped once per batch)
 
 
