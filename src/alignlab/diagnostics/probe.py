@@ -13,6 +13,7 @@ import torch
 from torch import Tensor, nn
 
 from ..convert import converted_layers
+from ..nn.kinds import kind_of
 from .alignment import measure_alignment, weight_alignment
 from .rank import all_ranks
 
@@ -25,7 +26,7 @@ def measure(model: nn.Module, loss_fn, inputs, targets, angles: bool = True, ran
     """Angles and ranks of every converted layer on (inputs, targets); the model is untouched."""
     out: dict[str, float] = {}
     result = measure_alignment(model, loss_fn, inputs, targets)
-    conv = {n: isinstance(l, nn.modules.conv._ConvNd) for n, l, _ in converted_layers(model)}
+    conv = {n: kind_of(l).channels_first for n, l, _ in converted_layers(model)}
     if angles:
         out.update({f"angle/{n}": a for n, a in result.weights.items()})
         out.update({f"delta_angle/{n}": a for n, a in result.errors.items()})

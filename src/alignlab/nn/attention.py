@@ -22,7 +22,7 @@ from .functional import LinearFeedbackFn, feedback_linear, route
 
 def convertible(mha: nn.MultiheadAttention) -> str | None:
     """Why ``mha`` cannot be converted, or None if it can."""
-    if not mha._qkv_same_embed_dim:
+    if not mha.kdim == mha.vdim == mha.embed_dim:
         return "kdim/vdim differ from embed_dim"
     if mha.bias_k is not None or mha.add_zero_attn:
         return "bias_k/bias_v or add_zero_attn"

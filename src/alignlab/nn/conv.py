@@ -19,15 +19,27 @@ class FeedbackConvMixin:
 
     feedback: nn.Module
 
+    def _pads(self) -> tuple[int, ...]:
+        """F.pad's amounts (last dim's left, right, then the one before, ...), as nn.ConvNd pads:
+        ``'same'`` puts the odd one of an even total on the right."""
+        if self.padding == "same":
+            totals = [d * (k - 1) for k, d in zip(self.kernel_size, self.dilation)]
+            pairs = [(t // 2, t - t // 2) for t in totals]
+        elif self.padding == "valid":
+            pairs = [(0, 0)] * len(self.kernel_size)
+        else:
+            pairs = [(p, p) for p in self.padding]
+        return tuple(a for pair in reversed(pairs) for a in pair)
+
     def _padded(self, x: Tensor) -> tuple[Tensor, tuple[int, ...]]:
         """The input (padded by F.pad where needed) and the numeric padding for the conv."""
         n = x.dim() - 2
         if self.padding_mode != "zeros":
-            return F.pad(x, self._reversed_padding_repeated_twice, mode=self.padding_mode), (0,) * n
+            return F.pad(x, self._pads(), mode=self.padding_mode), (0,) * n
         if self.padding == "valid":
             return x, (0,) * n
         if self.padding == "same":
-            pads = self._reversed_padding_repeated_twice  # (last_left, last_right, ...)
+            pads = self._pads()  # (last_left, last_right, ...)
             left, right = pads[0::2], pads[1::2]
             if left == right:
                 return x, tuple(reversed(left))

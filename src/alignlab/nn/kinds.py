@@ -44,6 +44,7 @@ class Kind:
     weight: Callable[[nn.Module], Tensor]  # the weight as (out, in, *kernel)
     slot: str = "feedback"  # attribute that holds the feedback module
     why_not: Callable[[nn.Module], str | None] = lambda m: None  # reason an instance stays on BP
+    channels_first: bool = False  # inputs and outputs are (N, C, *positions) (convs)
 
     def groups(self, module: nn.Module) -> int:
         return getattr(module, "groups", 1)
@@ -87,9 +88,9 @@ def _builtin(base: type, twin: type, **fields) -> tuple[type, Kind]:
 
 _KINDS: dict[type, Kind] = dict([
     _builtin(nn.Linear, FeedbackLinear),
-    _builtin(nn.Conv1d, FeedbackConv1d),
-    _builtin(nn.Conv2d, FeedbackConv2d),
-    _builtin(nn.Conv3d, FeedbackConv3d),
+    _builtin(nn.Conv1d, FeedbackConv1d, channels_first=True),
+    _builtin(nn.Conv2d, FeedbackConv2d, channels_first=True),
+    _builtin(nn.Conv3d, FeedbackConv3d, channels_first=True),
     _builtin(nn.MultiheadAttention, FeedbackMultiheadAttention, slot="in_proj_feedback",
              weight=lambda m: m.in_proj_weight, why_not=convertible),
 ])

@@ -64,17 +64,9 @@ class Feedback(nn.Module):
             f"feedback was built for {tuple(self.weight_shape)} and this rule cannot resize it; convert the "
             "model again after resizing it")
 
-    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
-        """A saved feedback tensor of another shape (a resized model's) replaces ours."""
-        own = {**dict(self.named_parameters(recurse=False)), **dict(self.named_buffers(recurse=False))}
-        for name, tensor in own.items():
-            saved = state_dict.get(prefix + name)
-            if tensor is not None and isinstance(saved, Tensor) and saved.shape != tensor.shape:
-                new = torch.empty(saved.shape, dtype=tensor.dtype, device=tensor.device)
-                if isinstance(tensor, nn.Parameter):
-                    new = nn.Parameter(new, requires_grad=tensor.requires_grad)
-                setattr(self, name, new)
-        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
+    def __init__(self) -> None:
+        super().__init__()
+        self.register_load_state_dict_pre_hook(_take_saved_shapes)
 
     def matrix(self, weight: Tensor) -> Tensor | None:
         """Tensor used instead of ``weight`` to send errors backwards; ``None`` = exact."""
@@ -101,6 +93,19 @@ class Feedback(nn.Module):
         shapes = [f"{n}={tuple(t.shape)}" for n, t in self.named_buffers(recurse=False) if t is not None]
         shapes += [f"{n}={tuple(t.shape)} (learned)" for n, t in self.named_parameters(recurse=False)]
         return ", ".join(shapes)
+
+
+def _take_saved_shapes(module: Feedback, state_dict, prefix: str, *_) -> None:
+    """Load-state-dict pre-hook: a saved feedback tensor of another shape (a resized model's)
+    replaces ours, so that loading copies into a tensor of its shape."""
+    own = {**dict(module.named_parameters(recurse=False)), **dict(module.named_buffers(recurse=False))}
+    for name, tensor in own.items():
+        saved = state_dict.get(prefix + name)
+        if tensor is not None and isinstance(saved, Tensor) and saved.shape != tensor.shape:
+            new = torch.empty(saved.shape, dtype=tensor.dtype, device=tensor.device)
+            if isinstance(tensor, nn.Parameter):
+                new = nn.Parameter(new, requires_grad=tensor.requires_grad)
+            setattr(module, name, new)
 
 
 @dataclass
@@ -217,6 +222,9 @@ class StepCache:
         self.value: Tensor | None = None
 
     def get(self, weight: Tensor, build) -> Tensor:
+        # Tensor._version, the in-place version counter autograd's own checks use, has no
+        # public equivalent; it is the one private torch attribute alignlab reads (stable
+        # since torch 0.4; tests/test_rules.py checks the rebuild once per step)
         key = (weight.data_ptr(), weight._version, weight.dtype, weight.device)
         if key != self.key:
             with torch.no_grad():

@@ -69,6 +69,7 @@ class DirectFeedback(Feedback):
         self.scale, self.mode = scale, project
         self.register_buffer("seed", torch.tensor(seed, dtype=torch.int64))
         self.B: Tensor | None = None  # built at the first backward; see weights()
+        self.register_load_state_dict_pre_hook(_drop_saved_b)
 
     def matrix(self, weight: Tensor) -> None:
         return None
@@ -103,12 +104,13 @@ class DirectFeedback(Feedback):
         at = (n, d) + (1,) * (len(x_shape) - 2) if channels_first else (n,) + (1,) * (len(x_shape) - 2) + (d,)
         return g.view(at).expand(x_shape)
 
-    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
-        state_dict.pop(prefix + "B", None)  # checkpoints before B was rebuilt from the seed
-        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
-
     def extra_repr(self) -> str:
         return f"project={self.mode!r}, scale={self.scale}"
+
+
+def _drop_saved_b(module, state_dict, prefix: str, *_) -> None:
+    """Checkpoints from before B was rebuilt from the seed hold it: it is not loaded."""
+    state_dict.pop(prefix + "B", None)
 
 
 @register
