@@ -5,14 +5,20 @@ Abbott 2018, arXiv 1812.06488; Liao et al. 2016):
 
 |R| is uniform on (0, a), with a as for FA's B (``init``), drawn at 8-bit resolution: each
 entry is (k + ½)·a/256 with k uniform on {0, …, 255}, so one 64-bit random word gives eight
-magnitudes. (A fresh float per weight costs about 3× as much on a CPU,
-``benchmarks/overheads.py``; the mean is a/2 exactly and the variance differs from the continuous U(0, a)'s by 1/65536
-of it.) Each draw comes from a generator seeded by the layer's ``seed`` and a draw counter
-``step``, so processes that share a seed draw the same R without talking to each other. The
-current |R| and a fingerprint of the W it was drawn for (the sum of W's bit patterns read as
-integers: exact, so independent of summation order and thread count) are buffers too: a new R
-is drawn exactly when W's bits change, however many forward passes (diagnostics, evaluation)
+magnitudes (the mean is a/2 exactly and the variance differs from the continuous U(0, a)'s by
+1/65536 of it). Each draw comes from a generator seeded by the layer's ``seed`` and a draw
+counter ``step``, so processes that share a seed draw the same R without talking to each other.
+The current |R| and a fingerprint of the W it was drawn for (the sum of W's bit patterns read
+as integers: exact, so independent of summation order and thread count) are buffers too: a new
+R is drawn exactly when W's bits change, however many forward passes (diagnostics, evaluation)
 run in between, and a run resumed from a checkpoint replays the same draws.
+
+Options
+-------
+init : a, the bound of |R|, as for FA's B: ``"kaiming"`` (default) 1/√fan_in, ``"xavier"``
+    √(6/(fan_in+fan_out)).
+
+Sources, choices and measurements: docs/rules.md#brsf
 """
 
 from __future__ import annotations

@@ -4,30 +4,14 @@ The output error e = ∂L/∂y goes straight to every layer through a fixed rand
 
     δ_l = (B_l e) ⊙ f′(a_l),   ΔW_l = −η δ_l x_lᵀ
 
-Here each converted layer replaces the gradient it sends to its input x by a projection of e
-(B: C × D, C the output's features, D the layer input's), so the nonlinearity below multiplies
-it by f′; the weight gradient stays the true local δ xᵀ. No backward matmul or convolution
-through W is done at all.
-
-Positions. e is (N, *positions, C); x is (N, *positions, D) for a Linear and (N, D, *positions)
-for a conv. Where a Linear's input has exactly the output's positions (a language model's
-tokens), each position gets its own error, e[n, s] B. Otherwise (a classifier's logits, a CNN,
-an encoder read by a decoder of another length) ``project`` says how:
-
-* ``"broadcast"`` (default): each sample's error summed over its output positions, ē_n B, is
-  sent to every input position of that sample (BioTorch's conv DFA does so). B does not depend
-  on the input's spatial or sequence extent, so batch sizes, sequence lengths and image sizes
-  may change from step to step and one layer may see several shapes.
-* ``"dense"``: B maps each sample's whole output (flattened) to its whole input (flattened), a
-  separate weight for every position; the shapes must then stay those of the first pass.
-
-Measured (``python benchmarks/dfa_projection.py``, ``benchmarks/results/dfa_projection.md``;
-LeNet-5 on Fashion-MNIST, 3 epochs, Adam 1e-3, batch 128, seeds 0 and 1): dense 81.22 / 82.55 %,
-broadcast 80.37 / 81.34 %, so dense is about one point better on a CNN whose image size never
-changes (−0.85 and −1.21 points per seed). The default is broadcast all the same, because it is
-the one that works whatever the shapes (dynamic padding, a smaller last batch of images of
-another size, an encoder read by a decoder of another length); give ``project="dense"`` to a
-fixed-shape CNN.
+Here each converted layer replaces the gradient it sends to its input x by a projection e B of
+e (B: C × D, C the output's features, D the layer input's), so the nonlinearity below multiplies
+it by f′; the weight gradient stays the true local δ xᵀ, and no backward matmul or convolution
+through W is done at all. Where a Linear's input has exactly the output's positions (a language
+model's tokens), each position gets its own error e[n, s] B. Otherwise ``project`` says how:
+``"broadcast"`` sends each sample's error summed over its output positions, ē_n B, to every
+input position (shapes may change from step to step); ``"dense"`` maps each sample's whole
+flattened output to its whole flattened input (the shapes must stay those of the first pass).
 
 B is drawn from U(±scale/√C) by a generator seeded at conversion (the ``seed`` buffer), the
 first time the layer's backward runs, and rebuilt from that seed whenever C changes (a resized
@@ -39,10 +23,13 @@ Options
 -------
 scale : B ~ U(±scale/√C), so the error each unit receives is on the scale of e's entries
     (default 1.0).
-project : ``"broadcast"`` (default) or ``"dense"``, as above.
+project : ``"broadcast"`` (default; works whatever the shapes) or ``"dense"`` (a separate
+    weight for every position; for a CNN whose shapes never change), as above.
 
 Works through a plain ``loss_fn(model(x), y).backward()`` and an in-model loss
 (``model(**batch).loss.backward()``): see :mod:`alignlab.nn.direct` and ``convert``'s ``output=``.
+
+Sources, choices and measurements: docs/rules.md#dfa
 """
 
 from __future__ import annotations

@@ -2,88 +2,45 @@
 with low-dimensional error feedback", arXiv 2502.20580; first submitted to ICLR 2025 as
 "Restricted Adaptive Feedback", RAF).
 
-Each layer's feedback passes through a rank-r bottleneck, B = QP: P compresses the error at
-the layer's output to r numbers and Q expands them into the layer's input space. Here the
-feedback tensor is shaped like W (N_out × N_in), so with P (r × N_out) and Q (r × N_in)
+Each layer's feedback passes through a rank-r bottleneck: P (r × N_out) compresses the error
+at the layer's output to r numbers, Q (r × N_in) expands them into the layer's input space:
 
-    B = Pᵀ Q,   δ_in = Qᵀ (P δ_out)   (the layer's input gradient is ``grad_out @ B``)
+    B = Pᵀ Q (shaped like W),   δ_in = Qᵀ (P δ_out)   (the input gradient is ``grad_out @ B``)
 
-and B has rank ≤ r. Both factors learn, every step:
+Q learns by a projected Kolen-Pollack rule: its gradient is P ΔW (ΔW = Σ δ_out xᵀ, W's own
+gradient) and it gets W's weight decay, so B → PᵀP W (P = I: exactly kp):
 
-* **Q — Kolen-Pollack, projected.** Q receives P ΔW as its gradient, ΔW = Σ δ_out xᵀ being
-  W's own gradient, and the optimizer gives it W's weight decay:
+    W ← λW − ηΔW,   Q ← λQ − η P ΔW,   so  P W − Q ← λ (P W − Q)
 
-      W ← λW − ηΔW,   Q ← λQ − η P ΔW     so  P W − Q ← λ (P W − Q)
+P learns by Oja's subspace rule on the layer's output error (y = P δ̂ per sample, δ̂ = δ_out
+scaled as ``normalize`` says, ⟨·⟩ the batch mean): its rows become an orthonormal basis of
+Ĉ's top-r eigenspace, the principal subspace of the errors this layer sends back:
 
-  and B = PᵀQ → PᵀP W, W projected onto the error subspace that P spans. With P = I this is
-  exactly KP (:mod:`alignlab.rules.kp`). This is the paper's Eq. (10) (ΔW_l and ΔQ_l for deep
-  networks; one reviewer notes that it *is* Kolen-Pollack at P = I).
-* **P — Oja's subspace rule on the layer's output error.** With y = P δ̂ per sample
-  (δ̂ = δ_out, normalised as below) and the batch mean ⟨·⟩,
+    ΔP = η_P ⟨y δ̂ᵀ − y yᵀ P⟩ = η_P (P Ĉ − P Ĉ Pᵀ P),   Ĉ = ⟨δ̂ δ̂ᵀ⟩
 
-      ΔP = η_P ⟨y δ̂ᵀ − y yᵀ P⟩ = η_P (P Ĉ − P Ĉ Pᵀ P),   Ĉ = ⟨δ̂ δ̂ᵀ⟩,
-
-  so P's rows become an orthonormal basis of Ĉ's top-r eigenspace: the principal subspace of
-  the errors this layer must send back (Oja's rule for P is the paper's Eq. (8) in the
-  one-hidden-layer case, driven there by the targets; for deep networks the paper applies it
-  to δ_{l+1}, the error at the layer's output).
-
-How it is wired here: ``matrix()`` returns PᵀQ from a small autograd function, so the layer's
-backward hands it ΔW and it gives Q the gradient P ΔW (any optimizer then applies W's update
-and decay: build the optimizer after ``convert``, with Q in W's parameter group, exactly as
-for kp). The layer's backward also shows this module the error δ_out (the ``observe`` hook of
-:mod:`alignlab.nn.functional`); ``observe`` computes −η_P/η (PĈ − PĈPᵀP) and the same
-autograd function returns it as **P's gradient**, so P.grad accumulates like any gradient,
-only on ``.backward()`` passes that reach P (never under ``torch.autograd.grad`` for other
-tensors, nor under :func:`alignlab.nn.exact`). Linear inputs may have any leading dims and
-every conv output position is a sample. For convs P (r × C_out) mixes output channels (a
-1×1 conv) and Q is a kernel (r, C_in/groups, *k), so B = PᵀQ is a kernel like W's; with
-groups > 1 that kernel is used group-wise like W, and its rank bound holds per group.
-
-Sources and what was chosen
----------------------------
-* Read: the abstracts of arXiv 2502.20580 v1 and v4 (the stored arXiv pages; the method
-  sections were not readable here); the OpenReview reviews of the ICLR 2025 submission
-  (fD8Whiy7ca), which quote the structure B = QP, Oja's rule for P (Eq. 8), the KP-type
-  Eq. (10) for W and Q, and the matrix Oja term (Pδ)(Pδ)ᵀP; and the authors' code
-  (github.com/maherhanut1/LDFA, ``models/layers/rAFA_linear.py`` and ``rAFA_conv.py``):
-  P's gradient −(I − PPᵀ)ĜᵀĜP with Ĝ the batch-centred error scaled by its largest per-unit
-  standard deviation, Q's gradient Pᵀ∇W (their P is our Pᵀ), conv P a 1×1 kernel with every
-  position a sample, all parameters in one Adam with weight decay. The equation numbers above
-  are the ICLR submission's as the reviewers cite them; the exact equations of the arXiv
-  versions could not be read and may be numbered differently.
-* Chosen here: Ĉ is the batch *mean* (the authors' code sums over the batch; Adam, which they
-  use, does not care, but SGD's step would grow with the batch and with conv map size); the
-  population standard deviation (theirs is torch's default, unbiased); P starts with
-  orthonormal rows (theirs: kaiming-uniform) and Q = P B₀ with B₀ drawn as kp draws B, so that
-  at P = I the initial B is kp's. The v4 paper's "normative" subspace rule and its later
-  synapse-local variants are not implemented.
+Wiring: ``matrix()`` returns PᵀQ from an autograd function that gives Q the gradient P ΔW and
+P the Oja term (scaled by −η_P/η), computed by ``observe`` from the δ_out the layer's backward
+shows it, on ``.backward()`` passes that reach P (not ``torch.autograd.grad`` for other tensors,
+nor :func:`alignlab.nn.exact`). Build the optimizer after ``convert`` with Q in W's parameter
+group, as for kp. Every position (a Linear's leading dims, a conv's output) is a sample; for
+convs P is a 1×1 conv and Q a kernel (r, C_in/groups, *k), used group-wise like W. The backward
+uses the dense PᵀQ (no compute saved); cross-attention (separate q/k/v inputs) raises.
 
 Options
 -------
-rank : r, the feedback's dimension (default 10: the paper's r = d, the task dimension, for a
-    10-class task). Each layer uses min(rank, N_out) (C_out for convs); ``"full"`` = N_out.
-learn_p : True (default) learns P by Oja's rule; False keeps P at its initial value (the
-    paper's fixed-P ablation). With ``rank="full", p_init="identity", learn_p=False`` the rule
-    *is* kp: the same B, updates and decay, step for step (tested).
-learn_q : True (default) learns Q by the KP-type rule; False keeps Q at P B₀. With
-    ``learn_p=False, learn_q=False`` the feedback is a *fixed random rank-r* B = PᵀP B₀ (FA
-    through an r-dimensional bottleneck), the paper's control for adaptive low-rank feedback.
-p_init : ``"orthogonal"`` (default) random orthonormal rows; ``"identity"`` the first r rows
-    of the identity (P = I at full rank).
-oja_rate : η_P/η, P's Oja step relative to the optimizer's learning rate (default 1.0). It
-    scales P's gradient, so optimizers that normalise the gradient's scale (Adam, AdamW) all
-    but ignore it; there, give ``feedback.P`` its own parameter group to change P's rate.
-normalize : how δ is scaled before Oja's rule. ``"batch"`` (default, as the authors' code):
-    centred over the batch and divided by its largest per-unit standard deviation, so Ĉ's
-    largest diagonal entry is 1 whatever the loss's scale; ``"none"``: δ as it is.
-init : B₀'s distribution, as for fa/kp (``"kaiming"`` default, ``"xavier"``).
+rank : r (default 10); each layer uses min(rank, N_out) (C_out for convs); ``"full"`` = N_out.
+learn_p : True (default) learns P by Oja's rule; False keeps P at its initial value.
+learn_q : True (default) learns Q by the KP-type rule; False keeps Q at P B₀. Both False: fixed
+    random rank-r feedback B = PᵀP B₀. ``rank="full", p_init="identity", learn_p=False`` is kp.
+p_init : ``"orthogonal"`` (default) random orthonormal rows; ``"identity"`` the first r rows of I.
+oja_rate : η_P/η, P's Oja step relative to the optimizer's learning rate (default 1.0); it only
+    scales P's gradient, which Adam-type optimizers all but ignore (give ``feedback.P`` its own
+    parameter group there).
+normalize : δ before Oja's rule: ``"batch"`` (default) centred over the batch and divided by its
+    largest per-unit standard deviation (Ĉ's largest diagonal entry is 1); ``"none"``: δ as is.
+init : B₀'s distribution, as for fa/kp (``"kaiming"`` default, ``"xavier"``); Q starts at P B₀.
 
-Weight decay is the optimizer's, as for kp; an optimizer with decay on ≥2-D tensors
-(:mod:`alignlab.optim`) decays P too, as the authors' Adam does. The backward pass uses the
-dense N_out × N_in product PᵀQ, so this implementation saves no backward compute. Cross-
-attention (separate query/key/value inputs to a converted ``nn.MultiheadAttention``) raises
-in the backward: P's error would be three errors of different lengths.
+Sources, choices and measurements: docs/rules.md#ldfa
 """
 
 from __future__ import annotations

@@ -11,64 +11,25 @@ of k·N_out units, so that no feedback synapse mirrors a forward one:
 W − B R ← (1 − ηλ)(W − B R) − η (I − B Bᵀ) ∇W, so B R → W whenever B Bᵀ = I, and
 approximately when B is random with E[B Bᵀ] = I. The weight update of W is the true local one.
 
-What was confirmed, and where
------------------------------
-Only the abstract and introduction of the paper could be read here, so its equation numbers
-are not cited. The details below are read from the authors' code (commit d1d413b):
-
-* the backward pass — ``biotorch/autograd/tfa/linear.py``: grad_R_out = δ·B,
-  grad_x = grad_R_out·R, ∇R = grad_R_outᵀ·x (= Bᵀ∇W); B gets no gradient. Convs —
-  ``autograd/tfa/conv.py``: R is a conv kernel with the layer's stride/padding/dilation/groups,
-  B a 1×1 kernel (N_out, k·N_out, 1, 1) applied as a transposed 1×1 conv;
-* the expansion ratio k = 10 (``expand_ratio: 10`` in every ``tfawd`` config: MNIST MLP,
-  CIFAR-10 ResNet-20, ImageNet ResNet-18);
-* the init (``layers/tfa_constructor/linear.py``, ``conv.py``): R like W (``xavier`` in every
-  config), B ``xavier_uniform`` with gain √((1+1/k)/2), i.e. U(±√(3/(k·N_out))), so that
-  E[B Bᵀ] = I (the eigenvalues of B Bᵀ ≈ 1, ``plotting/alignment_vs_expand_ratio.py``);
-  ``"ortho"``: B = ``orthogonal_`` (orthonormal rows, B Bᵀ = I) and ``"id"``: B = I, both
-  with k forced to 1 (the PFA-o runs, ``tfawdo`` configs);
-* weight decay: R has no rule of its own: it is a parameter of the model's one SGD optimizer
-  (momentum 0.9), so it gets the same L2 decay as W (``benchmark/optimizers.py``; the
-  ``tfawd`` runs use a large λ in the first epoch, e.g. 0.03 on MNIST, then multiply it by
-  0.003–0.2, ``benchmark/wd_schedulers.py``). That schedule is the training loop's business.
-  The code also holds a "bias_backward" that never reaches a gradient; it is left out.
-
-Here
-----
-B is a buffer and R an ``nn.Parameter``. ``matrix(weight)`` returns the product B·R, shaped
-like W and built with autograd once per forward pass; the layer's autograd function gives it
-∇W as its gradient, so R receives exactly Bᵀ∇W — the authors' rule — and any optimizer
-applies it. Put R in W's parameter group with weight decay (``alignlab.optim`` does: R is a
-≥2-D tensor); build the optimizer after ``convert``. Sending δ through B·R is mathematically
-the same as sending it through B, then R (tested), and the backward then costs what FA's does.
-Two routes, the same numbers (tested):
-
-* *product*: B·R is built at every forward call of the layer under grad (not in eval or
-  no_grad), about 2·k·(N_out/groups)·|W| multiply-adds (B·R, then Bᵀ∇W), computed in the
-  parameters' dtype, also under autocast. Convs and attention always take it.
-* *two-stage*, for a Linear whose call has fewer input rows n (batch × leading dims) than
-  N_out: h = δ·B (n × k·N_out), grad_x = h·R, ∇R = hᵀx, about 2·k·|W| multiply-adds per row
-  (``linear_factors``; :class:`alignlab.nn.functional.LinearProductFn`).
-
-The product is the cheaper one whenever the rows (batch × output positions) outnumber
-N_out/groups (convs, token sequences); a Linear wider than its batch takes the two-stage route.
-Either way PFA's backward does about k times the work of FA's input gradient.
-
-Convs: R is a kernel (k·C_out, C_in/groups, *kernel) and B the 1×1 channel mix (C_out,
-k·C_out/groups), i.e. a grouped 1×1 kernel: with groups > 1 each group of outputs mixes only
-its own k·C_out/groups intermediate channels (the ones R connects to the same input group),
-so that B·R is again a grouped kernel shaped like W (a mix across groups is not one). The
-authors' code, written for ResNets, never meets groups > 1. The packed attention projection
-(3E × E) is treated as one Linear weight.
+Wiring: B is a buffer and R an ``nn.Parameter`` that receives exactly Bᵀ∇W as its gradient. Put
+R in W's parameter group with weight decay (:mod:`alignlab.optim` does: R is a ≥2-D tensor) and
+build the optimizer after ``convert``. The error goes through B·R, shaped like W and built once
+per forward pass under grad (convs, attention), or, for a Linear with fewer input rows than
+N_out, through B then R without forming B·R: the same numbers either way, about k times FA's
+input-gradient work. Convs: R is a kernel (k·C_out, C_in/groups, *kernel), B a grouped 1×1
+channel mix (C_out, k·C_out/groups), so B·R is a kernel shaped like W. The packed attention
+projection (3E × E) is one Linear weight.
 
 Options
 -------
 k : expansion ratio, intermediate units per output unit (default 10, as in the paper).
 init_b : ``"random"`` (default) U(±√(3/m)), m = k·C_out/groups the units B mixes, so
-    E[B Bᵀ] = I; ``"orthogonal"``: orthonormal rows, B Bᵀ = I exactly (any k; the authors'
-    PFA-o runs use k = 1); ``"identity"``: B = I, needs k = 1, so B·R = R.
+    E[B Bᵀ] = I; ``"orthogonal"``: orthonormal rows, B Bᵀ = I exactly (any k);
+    ``"identity"``: B = I, needs k = 1, so B·R = R.
 init_r : how R starts, drawn like a weight of its shape: ``"xavier"`` (default, the authors'
     setting) U(±√(6/(fan_in+fan_out))) or ``"kaiming"`` U(±1/√fan_in), PyTorch's default.
+
+Sources, choices and measurements: docs/rules.md#pfa
 """
 
 from __future__ import annotations
