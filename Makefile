@@ -1,7 +1,10 @@
-# make test   - create .venv, install torch + alignlab[test], run the test suite
-# make demo   - same venv; fetch Fashion-MNIST via apt when possible; run the main job:
-#               alignlab compare on Fashion-MNIST, MLP and LeNet-5 under six rules, then a report
-# make experiments - same venv and data; the four paper experiments (experiments/README.md)
+# make test   - create .venv, install torch + alignlab[test] (the lab extra, pytest, transformers),
+#               run the test suite
+# make demo   - same venv with torch + alignlab[lab]; fetch Fashion-MNIST via apt when possible; run the
+#               main job: alignlab compare on Fashion-MNIST, MLP and LeNet-5 under six rules, then a report
+# make experiments - same venv (alignlab[lab]) and data; the four paper experiments (experiments/README.md)
+#
+# `pip install alignlab` needs torch and numpy only; the lab (CLI, runs, reports) is the `lab` extra.
 #
 # TORCH pins the torch requirement installed before alignlab, so that pip does
 # not pick a large default build; override it, e.g. make test TORCH=torch.
@@ -10,18 +13,19 @@ PYTHON ?= python3
 TORCH ?= torch==2.13.0
 VENV := .venv
 BIN := $(VENV)/bin
-STAMP := $(VENV)/.installed
+LAB_STAMP := $(VENV)/.installed-lab
+TEST_STAMP := $(VENV)/.installed-test
 FASHION_MNIST_DIR := /usr/share/datasets/fashion-mnist
 
 .PHONY: test demo experiments data clean
 
-test: $(STAMP)
+test: $(TEST_STAMP)
 	$(BIN)/python -m pytest -q
 
-demo: $(STAMP) data
+demo: $(LAB_STAMP) data
 	$(BIN)/alignlab compare configs/fashion-mnist.yaml --models mlp,lenet --rules bp,fa,dfa,usf,frsf,kp --name main
 
-experiments: $(STAMP) data
+experiments: $(LAB_STAMP) data
 	for e in rank_collapse pfa_vs_rest representations feedback_dimension; do \
 		$(BIN)/python experiments/$$e.py || exit 1; \
 	done
@@ -37,9 +41,14 @@ data:
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
 
-# Redone whenever pyproject.toml changes (or the stamp is deleted).
-$(STAMP): pyproject.toml | $(BIN)/python
+# Redone whenever pyproject.toml changes (or a stamp is deleted); the test extra adds pytest
+# and transformers to the lab extra.
+$(LAB_STAMP): pyproject.toml | $(BIN)/python
 	$(BIN)/python -m pip install "$(TORCH)"
+	$(BIN)/python -m pip install -e '.[lab]'
+	touch $@
+
+$(TEST_STAMP): $(LAB_STAMP)
 	$(BIN)/python -m pip install -e '.[test]'
 	touch $@
 

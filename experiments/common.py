@@ -103,20 +103,14 @@ def _train_quick(cfg: RunConfig) -> None:
         data.load = original
 
 
-def read_jsonl(path: Path) -> list[dict]:
-    if not path.is_file():
-        return []
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
-
-
 def final(run_dir: Path) -> dict:
     """The last epoch's metrics ({} when the run never finished an epoch)."""
-    history = read_jsonl(run_dir / rundir.METRICS)
+    history = rundir.read_lines(run_dir / rundir.METRICS)
     return history[-1] if history else {}
 
 
 def diagnostics(run_dir: Path) -> list[dict]:
-    return read_jsonl(run_dir / rundir.DIAGNOSTICS)
+    return rundir.read_lines(run_dir / rundir.DIAGNOSTICS)
 
 
 def layers(entries: list[dict], prefix: str) -> list[str]:

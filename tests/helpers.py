@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import copy
+import json
+from pathlib import Path
 
 import torch
 from torch import nn
 
 import alignlab
+from alignlab.data import write_idx
 from alignlab.nn.kinds import layer_weight
 
 
@@ -49,3 +52,23 @@ def angle(a: torch.Tensor, b: torch.Tensor) -> float:
     """Angle in degrees between two tensors seen as vectors."""
     cos = torch.nn.functional.cosine_similarity(a.flatten(), b.flatten(), dim=0)
     return float(torch.rad2deg(torch.arccos(cos.clamp(-1, 1))))
+
+
+def fake_fashion(directory: Path, n_train: int, n_test: int = 200, noise: int = 100) -> Path:
+    """A small learnable dataset in Fashion-MNIST's real IDX files: noise images in [0, noise)
+    where class k lights rows 2k and 2k+1."""
+    directory.mkdir(parents=True, exist_ok=True)
+    gen = torch.Generator().manual_seed(0)
+    for prefix, n in (("train", n_train), ("t10k", n_test)):
+        labels = torch.randint(0, 10, (n,), generator=gen)
+        images = torch.randint(0, noise, (n, 28, 28), generator=gen, dtype=torch.uint8)
+        images[(torch.arange(28)[None, :] // 2) == labels[:, None]] = 255
+        write_idx(directory / f"{prefix}-images-idx3-ubyte.gz", images)
+        write_idx(directory / f"{prefix}-labels-idx1-ubyte.gz", labels.to(torch.uint8))
+    return directory
+
+
+def read_metrics(run_dir) -> list[dict]:
+    """A run's metrics.jsonl lines without their (machine-dependent) epoch times."""
+    lines = (Path(run_dir) / "metrics.jsonl").read_text().splitlines()
+    return [{k: v for k, v in json.loads(line).items() if k != "epoch_time"} for line in lines]

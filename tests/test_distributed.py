@@ -16,14 +16,9 @@ import alignlab
 
 from alignlab.train import load_config, train
 from alignlab.train.checkpoint import load_checkpoint
-from test_train import fake_fashion, read_metrics
+from helpers import fake_fashion, read_metrics
 
 ROOT = Path(__file__).resolve().parents[1]
-RULES = ["bp", "fa", "dfa", "brsf", "kp", "pfa", "ldfa"]
-# ldfa's P follows Oja's rule on batch-normalised error statistics: each rank's update uses its
-# own shard's statistics (averaged by the all-reduce), so it matches one process only where
-# those statistics coincide; its ranks must still agree exactly.
-SAME_AS_ONE_PROCESS = set(RULES) - {"ldfa"}
 
 
 def free_port() -> int:
@@ -74,14 +69,14 @@ def data_dir(tmp_path_factory):
     return fake_fashion(tmp_path_factory.mktemp("fashion"), n_train=384, n_test=100)
 
 
-@pytest.mark.parametrize("rule", RULES)
+@pytest.mark.parametrize("rule", alignlab.rules.available())
 def test_two_processes_train_what_one_does(data_dir, tmp_path, rule):
     one = train(load_config(None, overrides(data_dir, tmp_path, rule, "name=one")))
     run_ddp(overrides(data_dir, tmp_path, rule, "name=two"), dump_dir=tmp_path)
     r0, r1 = torch.load(tmp_path / "rank0.pt"), torch.load(tmp_path / "rank1.pt")
     for key in r0:  # the ranks never drift: identical weights and feedback tensors
         assert torch.equal(r0[key], r1[key]), key
-    if rule not in SAME_AS_ONE_PROCESS:
+    if not alignlab.rules.get(rule).data_parallel_exact:  # e.g. ldfa: each rank's own batch statistics
         return
     a = load_checkpoint(one / "checkpoint.pt")["model"]
     b = load_checkpoint(tmp_path / "two" / "checkpoint.pt")["model"]

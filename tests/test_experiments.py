@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from test_cli import _easy_fashion
+from helpers import fake_fashion
 
 EXPERIMENTS = Path(__file__).resolve().parents[1] / "experiments"
 SRC = Path(__file__).resolve().parents[1] / "src"
@@ -20,7 +20,7 @@ SRC = Path(__file__).resolve().parents[1] / "src"
 @pytest.fixture(scope="module")
 def data_dir(tmp_path_factory):
     directory = tmp_path_factory.mktemp("fashion-mnist")
-    _easy_fashion(directory, n_train=640, n_test=256)
+    fake_fashion(directory, n_train=640, n_test=256, noise=64)
     return directory
 
 

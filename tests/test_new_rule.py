@@ -8,8 +8,16 @@ from pathlib import Path
 import pytest
 
 import alignlab
+from alignlab.testing import CHECKS
 
 PACKAGE = Path(alignlab.__file__).parent
+README = Path(__file__).resolve().parents[1] / "README.md"
+
+
+def readme_rule() -> str:
+    """The rule file shown in the README's "Adding a rule" section."""
+    section = README.read_text().split("## Adding a rule", 1)[1]
+    return section.split("```python\n", 1)[1].split("```", 1)[0]
 
 HALF_FA = '''"""FA with B at half the scale of a fresh layer's weight (a rule written for this test)."""
 
@@ -71,7 +79,8 @@ def _run(root: Path, code: str) -> subprocess.CompletedProcess:
 
 @pytest.fixture(scope="module")
 def root(tmp_path_factory):
-    return _package_with(tmp_path_factory.mktemp("pkg"), {"half_fa.py": HALF_FA, "unsaved.py": UNSAVED})
+    return _package_with(tmp_path_factory.mktemp("pkg"),
+                         {"half_fa.py": HALF_FA, "unsaved.py": UNSAVED, "noisy.py": readme_rule()})
 
 
 def test_a_dropped_in_rule_is_registered_and_passes_the_contract(root):
@@ -100,3 +109,16 @@ def test_unknown_check_names_the_valid_ones():
 
     with pytest.raises(ValueError, match="unknown checks \\['speed'\\]; valid: trains_mlp, trains_cnn"):
         check_rule("fa", ["speed"])
+
+
+def test_the_readme_example_rule_passes_every_check(root):
+    code = ("import alignlab, alignlab.testing as t\n"
+            "print(t.check_rule('noisy'))\n"
+            "print(t.check_rule(alignlab.rules.get('noisy', sigma=0.0), ['feedback_equal_to_weights_is_bp']))\n")
+    out = _run(root, code)
+    assert out.returncode == 0, out.stderr
+    noisy, exact = (eval(line) for line in out.stdout.strip().splitlines()[-2:])
+    assert set(noisy) == set(CHECKS)
+    assert all(v == "ok" for k, v in noisy.items() if k != "feedback_equal_to_weights_is_bp"), noisy
+    assert noisy["feedback_equal_to_weights_is_bp"].startswith("n/a")  # B = W + noise
+    assert exact == {"feedback_equal_to_weights_is_bp": "ok"}  # σ = 0: B = W

@@ -223,6 +223,23 @@ def test_report_with_one_bad_path_fails_and_writes_nothing(lab, tmp_path):
     assert not (tmp_path / "out").exists()
 
 
+def test_report_reads_what_the_run_directory_writer_writes(tmp_path):
+    from alignlab.train import rundir
+
+    run_dir = tmp_path / "r"
+    config = {"rule": "fa", "seed": 0, "data": {"name": "teacher"}, "model": {"name": "mlp"}}
+    rundir.create(run_dir, config, device="cpu")
+    rundir.rewrite_lines(run_dir / rundir.METRICS, [{"epoch": 1, "test_acc": 0.5, "train_loss": math.nan}])
+    rundir.append_line(run_dir / rundir.DIAGNOSTICS, {"step": 0, "epoch": 0, "angle/fc": 30.0})
+    run = load_run(run_dir)
+    assert isinstance(run, rundir.RunFiles) and not run.done and not rundir.is_done(run_dir)
+    assert (run.dataset, run.model, run.rule) == ("teacher", "mlp", "fa") and run.meta["device"] == "cpu"
+    assert run.metrics == [{"epoch": 1, "test_acc": 0.5, "train_loss": None}]  # NaN written as null
+    assert run.diagnostic_measurements("angle") == {0: {"fc": 30.0}}
+    rundir.write_summary(run_dir, {"test_acc": 0.5})
+    assert load_run(run_dir).done and rundir.is_done(run_dir)
+
+
 def test_empty_list_is_a_value_error(tmp_path):
     with pytest.raises(ValueError, match="no run directories"):
         write_report([], tmp_path)

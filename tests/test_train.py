@@ -16,21 +16,9 @@ from alignlab.data import write_idx
 from alignlab.train import TrainingDiverged, load_config, train
 from alignlab.train import loop
 from alignlab.train.checkpoint import load_checkpoint
+from helpers import fake_fashion, read_metrics
 
 ROOT = Path(__file__).resolve().parents[1]
-
-
-def fake_fashion(directory: Path, n_train: int, n_test: int = 200) -> Path:
-    """A small learnable dataset in Fashion-MNIST's real IDX files: class k lights rows 2k, 2k+1."""
-    directory.mkdir(parents=True, exist_ok=True)
-    gen = torch.Generator().manual_seed(0)
-    for prefix, n in (("train", n_train), ("t10k", n_test)):
-        labels = torch.randint(0, 10, (n,), generator=gen)
-        images = torch.randint(0, 100, (n, 28, 28), generator=gen, dtype=torch.uint8)
-        images[(torch.arange(28)[None, :] // 2) == labels[:, None]] = 255
-        write_idx(directory / f"{prefix}-images-idx3-ubyte.gz", images)
-        write_idx(directory / f"{prefix}-labels-idx1-ubyte.gz", labels.to(torch.uint8))
-    return directory
 
 
 @pytest.fixture(scope="module")
@@ -41,11 +29,6 @@ def small_data(tmp_path_factory):
 def overrides(data_dir, out_dir, *extra):
     return [f"data.data_dir={data_dir}", f"out_dir={out_dir}", "progress=false", "epochs=3", "batch_size=64",
             "model.options.width=32", "model.options.depth=1", "rule=fa", *extra]
-
-
-def read_metrics(run_dir):
-    lines = (Path(run_dir) / "metrics.jsonl").read_text().splitlines()
-    return [{k: v for k, v in json.loads(l).items() if k != "epoch_time"} for l in lines]
 
 
 def test_a_run_writes_its_files_and_learns(small_data, tmp_path):
@@ -80,6 +63,48 @@ def test_existing_run_dir_is_never_overwritten(small_data, tmp_path):
     with pytest.raises(ValueError, match="already exists; resume it with --resume"):
         train(cfg)
     assert (run_dir / "metrics.jsonl").read_bytes() == before
+
+
+def test_run_failing_on_bad_data_leaves_nothing_in_the_way(tmp_path, capsys):
+    data_dir = fake_fashion(tmp_path / "data", n_train=128)
+    labels = data_dir / "train-labels-idx1-ubyte.gz"
+    good = labels.read_bytes()
+    labels.write_bytes(good[:-6])  # corrupt
+    args = ["train", *overrides(data_dir, tmp_path / "runs", "name=r", "epochs=1")]
+    assert main(args) == 2
+    err = capsys.readouterr().err.splitlines()
+    assert len(err) == 1 and err[0].startswith("alignlab: error: ") and "train-labels-idx1-ubyte.gz" in err[0]
+    assert not (tmp_path / "runs" / "r").exists()
+    labels.write_bytes(good)  # fixed: the same command now runs
+    assert main(args) == 0
+    assert (tmp_path / "runs" / "r" / "summary.json").is_file()
+
+
+def test_error_before_the_first_checkpoint_removes_only_what_the_run_made(small_data, tmp_path, monkeypatch):
+    real_epoch = loop.train_epoch
+
+    def fail_in(bad_epoch):
+        def train_epoch(cfg, s, epoch, *args):
+            if epoch == bad_epoch:
+                raise RuntimeError("boom")
+            return real_epoch(cfg, s, epoch, *args)
+        return train_epoch
+
+    cfg = load_config(None, overrides(small_data, tmp_path, "name=r", "epochs=2"))
+    (tmp_path / "r").mkdir()  # an empty folder made beforehand stays, empty
+    monkeypatch.setattr(loop, "train_epoch", fail_in(1))
+    with pytest.raises(RuntimeError, match="boom"):
+        train(cfg)
+    assert list((tmp_path / "r").iterdir()) == []
+    monkeypatch.setattr(loop, "train_epoch", fail_in(2))  # after epoch 1's checkpoint: kept for --resume
+    with pytest.raises(RuntimeError, match="boom"):
+        train(cfg)
+    assert load_checkpoint(tmp_path / "r" / "checkpoint.pt")["epoch"] == 1
+    with pytest.raises(ValueError, match="already exists"):
+        train(cfg)
+    monkeypatch.setattr(loop, "train_epoch", real_epoch)
+    train(resume=tmp_path / "r")
+    assert [m["epoch"] for m in read_metrics(tmp_path / "r")] == [1, 2]
 
 
 @pytest.mark.parametrize("rule", ["dfa", "brsf", "kp"])
@@ -167,7 +192,7 @@ def test_compare_runs_every_rule_and_seed_then_reports(small_data, tmp_path, cap
 
 
 def test_written_files_get_the_usual_permissions(tmp_path):
-    from alignlab.train.checkpoint import atomic_write_text
+    from alignlab.files import atomic_write_text
 
     old = os.umask(0o022)
     try:

@@ -4,13 +4,16 @@
     alignlab train --resume RUN_DIR                     continue a stopped run
     alignlab compare [CONFIG.yaml] --rules bp,fa,... [--seeds 0,1] [--models mlp,lenet] [key=value ...]
     alignlab report RUN_DIR... [-o OUT_DIR]
-    alignlab demo [--epochs N] [--data-dir D]           BP vs FA on Fashion-MNIST, in a minute
+    alignlab quickstart [--epochs N] [--data-dir D] [--out-dir O] [key=value ...]
+                                                        BP vs FA on Fashion-MNIST via compare, in a minute
     alignlab rules                                      list the learning rules
     alignlab bench [--nets ...] [--rules ...] [--biotorch] [--quick] ...
                                                         benchmarks/speed.py: each rule's step vs BP
 
 Bad input is one line on stderr, ``alignlab: error: ...``, and exit status 2; a diverged run
-exits with 1 and keeps its last good checkpoint.
+exits with 1 and keeps its last good checkpoint. Every command but rules and bench needs the lab
+extra (pyyaml, tqdm, tensorboardX, matplotlib); without it, it exits with 1 and one line naming
+the missing module and ``pip install 'alignlab[lab]'``.
 """
 
 from __future__ import annotations
@@ -24,6 +27,30 @@ from pathlib import Path
 from alignlab.data.errors import DatasetError
 
 PROG = "alignlab"
+
+# The lab extra's modules, import name -> distribution; alignlab itself needs only torch and numpy.
+LAB_MODULES = {"yaml": "pyyaml", "tqdm": "tqdm", "tensorboardX": "tensorboardX", "matplotlib": "matplotlib"}
+LAB_INSTALL = "pip install 'alignlab[lab]'"
+
+
+def missing_lab_module(err: ModuleNotFoundError) -> str | None:
+    """The lab module whose absence raised ``err``; None when it is any other module."""
+    top = (err.name or "").partition(".")[0]
+    return top if top in LAB_MODULES else None
+
+
+def run_failures() -> tuple[type[BaseException], ...]:
+    """The errors that end a run with status 1: a diverged run, a collective that timed out.
+
+    Imported only once something failed: alignlab.train needs the lab extra, which
+    ``alignlab rules`` does not.
+    """
+    try:
+        from alignlab.train.loop import TrainingDiverged
+        from alignlab.train.placement import CollectiveTimeout
+    except ModuleNotFoundError:  # no lab extra: nothing can have trained
+        return ()
+    return (TrainingDiverged, CollectiveTimeout)
 
 
 def positive_int(text: str) -> int:
@@ -95,10 +122,15 @@ def cmd_report(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_demo(args: argparse.Namespace) -> int:
-    from alignlab.demo import run_demo
+def cmd_quickstart(args: argparse.Namespace) -> int:
+    """``alignlab quickstart``: a small bp-vs-fa comparison (`alignlab.quickstart`)."""
+    from alignlab.quickstart import run_quickstart
 
-    run_demo(epochs=args.epochs, data_dir=args.data_dir)
+    config, overrides = split_config_args(args.config)
+    if config is not None:
+        raise ValueError(f"quickstart takes key=value overrides only, got {config!r}")
+    root = run_quickstart(epochs=args.epochs, data_dir=args.data_dir, out_dir=args.out_dir, overrides=overrides)
+    print(f"report: {root / 'report.html'}\ntable:  {root / 'report.md'}")
     return 0
 
 
@@ -152,12 +184,17 @@ def build_parser() -> argparse.ArgumentParser:
     report.add_argument("-o", "--out", default=None, help="output folder (default: the first run's parent)")
     report.set_defaults(handler=cmd_report)
 
-    demo = commands.add_parser("demo", help="train an MLP on Fashion-MNIST with backprop and with feedback alignment")
-    demo.add_argument("--epochs", type=positive_int, default=2, metavar="N", help="training epochs per rule (default: 2)")
-    demo.add_argument("--data-dir", default=None, metavar="D",
-                      help="directory holding the Fashion-MNIST IDX files "
-                      "(default: search $ALIGNLAB_DATA, /usr/share/datasets, the user cache)")
-    demo.set_defaults(handler=cmd_demo)
+    quick = commands.add_parser("quickstart", help="a one-minute compare: an MLP on Fashion-MNIST with backprop "
+                                "and with feedback alignment, then a report")
+    quick.add_argument("--epochs", type=positive_int, default=2, metavar="N", help="training epochs per rule (default: 2)")
+    quick.add_argument("--data-dir", default=None, metavar="D",
+                       help="directory holding the Fashion-MNIST IDX files "
+                       "(default: search $ALIGNLAB_DATA, /usr/share/datasets, the user cache)")
+    quick.add_argument("--out-dir", default=None, metavar="O",
+                       help="runs and report go to O/quickstart-<N>ep (default: runs)")
+    quick.add_argument("config", nargs="*", metavar="key=value",
+                       help="config overrides, e.g. diagnostics.enabled=false")
+    quick.set_defaults(handler=cmd_quickstart)
 
     rules = commands.add_parser("rules", help="list the available learning rules")
     rules.set_defaults(handler=cmd_rules)
@@ -178,15 +215,22 @@ def main(argv: Sequence[str] | None = None) -> int:
         args.config += extra
     elif extra:
         parser.error(f"unrecognized arguments: {' '.join(extra)}")
-    from alignlab.train import TrainingDiverged
-    from alignlab.train.placement import CollectiveTimeout
-
     try:
         return args.handler(args)
+    except ModuleNotFoundError as err:
+        module = missing_lab_module(err)
+        if module is None:
+            raise
+        dist = "" if LAB_MODULES[module] == module else f" ({LAB_MODULES[module]})"
+        print(f"{PROG}: error: no module named {module!r}{dist}: 'alignlab {args.command}' needs the lab extra: "
+              f"{LAB_INSTALL}", file=sys.stderr)
+        return 1
     except (DatasetError, ValueError) as err:
         print(f"{PROG}: error: {err}", file=sys.stderr)
         return 2
-    except (TrainingDiverged, CollectiveTimeout) as err:
+    except RuntimeError as err:
+        if not isinstance(err, run_failures()):
+            raise
         print(f"{PROG}: error: {err}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:

@@ -3,7 +3,8 @@
 >>> from alignlab.report import write_report
 >>> html_path, md_path = write_report(["runs/a", "runs/b"], "runs")   # doctest: +SKIP
 
-Runs are grouped by (dataset, model, rule); each group's final test accuracy is given as
+Runs are read through `alignlab.train.rundir`, the one owner of the run-directory format.
+They are grouped by (dataset, model, rule); each group's final test accuracy is given as
 mean ± sample std over its seeds. Plots are matplotlib PNGs embedded in the page; matplotlib
 is imported only when a report is written.
 
@@ -20,17 +21,18 @@ import warnings
 from pathlib import Path
 from typing import Iterable
 
+from ..files import atomic_write_text
 from .cka import CKA_FILE, ModelCka, parse_cka, read_cka
 from .groups import Group, group_runs, rule_order, sections
 from .plots import PLOTS, Plot, rule_colors
-from .render import atomic_write_text, render_html, render_markdown
+from .render import render_html, render_markdown
 from .runs import Run, load_run
 
 DEFAULT_TITLE = "alignlab report"
 HTML_NAME = "report.html"
 MARKDOWN_NAME = "report.md"
 
-__all__ = ["PLOTS", "Group", "ModelCka", "Plot", "Run", "load_run", "load_runs", "main_args", "write_report"]
+__all__ = ["PLOTS", "Group", "ModelCka", "Plot", "Run", "load_run", "load_runs", "write_report"]
 
 
 def load_runs(run_dirs: Iterable[str | os.PathLike]) -> list[Run]:
@@ -78,15 +80,3 @@ def write_report(run_dirs: Iterable[str | os.PathLike], out_dir: str | os.PathLi
     atomic_write_text(html_path, render_html(title, generated, groups, sections(groups, tables), runs,
                                               colors))
     return html_path, markdown_path
-
-
-def main_args(run_dirs: Iterable[str | os.PathLike], out_dir: str | os.PathLike | None = None,
-              title: str | None = None) -> int:
-    """Write the report (into the first run's parent folder by default), print where; return 0."""
-    run_dirs = list(run_dirs) if not isinstance(run_dirs, (str, os.PathLike)) else [run_dirs]
-    if not run_dirs:
-        raise ValueError("no run directories given")
-    out = Path(out_dir) if out_dir is not None else Path(run_dirs[0]).parent
-    html_path, markdown_path = write_report(run_dirs, out, title)
-    print(f"report: {html_path}\ntable:  {markdown_path}")
-    return 0

@@ -3,9 +3,6 @@
 from __future__ import annotations
 
 import html
-import os
-import tempfile
-from pathlib import Path
 
 from .groups import ANGLE, ERANK_DELTA, TEST_ACC, Group, Section, Stat, epochs_reached
 from .plots import PLOTS, Colors, figure_png_base64
@@ -31,32 +28,6 @@ figure { margin: 1em 0; }
 figure img { max-width: 100%; height: auto; }
 figcaption { color: #555; font-size: 0.9em; }
 """
-
-
-def atomic_write_text(path: Path, text: str) -> None:
-    """Write ``text`` to ``path`` through a temporary file in the same folder and os.replace.
-
-    Readers see the old file or the new one, never a part; the new file gets the permissions
-    an ordinary ``open(path, "w")`` would give it (mkstemp's are owner-only).
-    """
-    handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(handle, "w", encoding="utf-8") as file:
-            file.write(text)
-            file.flush()
-            os.fsync(file.fileno())
-        os.chmod(temporary, _new_file_mode())
-        os.replace(temporary, path)
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise
-
-
-def _new_file_mode() -> int:
-    """0o666 less the process umask (read by setting it and putting it straight back)."""
-    umask = os.umask(0o022)
-    os.umask(umask)
-    return 0o666 & ~umask
 
 
 def percent(fraction: float | None) -> str:

@@ -1,45 +1,26 @@
-"""Reading one run directory: its config, metadata, per-epoch metrics and final status.
+"""One run as the report sees it: names, per-epoch values and diagnostics by layer.
 
-A run directory, as the training loop writes it, holds ``config.yaml`` (the resolved run
-config), ``meta.json`` (versions, commit, start time, device), ``metrics.jsonl`` (one JSON
-object per finished epoch) and, once the run has finished, ``summary.json`` with
-``{"status": "done", ...}``. A run without a finished summary is reported as unfinished.
-
-With diagnostics on, it also holds ``diagnostics.jsonl``: one JSON object per measurement on a
-fixed probe batch, ``{"step": ..., "epoch": ..., "angle/L": ..., "erank/delta/L": ..., ...}``
-with one key per diagnostic and converted layer ``L`` (see `alignlab.diagnostics.probe`). The
-first measurement is at step 0, before training. Older runs, and runs with diagnostics off,
-have no such file; their `Run.diagnostics` is empty.
+The run directory itself (file names, how they are read, which files a run needs) belongs to
+`alignlab.train.rundir`; `load_run` reads through `rundir.read_run` and adds the accessors
+the report's grouping, tables and plots use. Runs without ``diagnostics.jsonl`` (older runs,
+and runs with diagnostics off) have an empty `Run.diagnostics`.
 """
 
 from __future__ import annotations
 
-import json
 import math
-import warnings
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-CONFIG_FILE = "config.yaml"
-META_FILE = "meta.json"
-METRICS_FILE = "metrics.jsonl"
-SUMMARY_FILE = "summary.json"
-DIAGNOSTICS_FILE = "diagnostics.jsonl"
+from ..train import rundir
 
 UNKNOWN = "?"
 
 
 @dataclass
-class Run:
-    """One training run as read from its directory."""
-
-    path: Path
-    config: dict[str, Any]
-    meta: dict[str, Any] = field(default_factory=dict)
-    metrics: list[dict[str, Any]] = field(default_factory=list)
-    done: bool = False
-    diagnostics: list[dict[str, Any]] = field(default_factory=list)
+class Run(rundir.RunFiles):
+    """One training run as read from its directory (`rundir.RunFiles`), with the report's accessors."""
 
     @property
     def name(self) -> str:
@@ -140,76 +121,12 @@ def epoch_of(line: dict[str, Any], index: int) -> int:
 
 
 def load_run(run_dir: str | Path) -> Run:
-    """Read a run directory; a ValueError names the path when it is not one.
+    """Read a run directory with `rundir.read_run`; a ValueError names the path when it is not one.
 
-    ``config.yaml`` and ``metrics.jsonl`` are required; ``meta.json``, ``summary.json`` and
-    ``diagnostics.jsonl`` are optional (a run without a summary whose status is ``done`` is
-    unfinished). Lines of ``metrics.jsonl`` and ``diagnostics.jsonl`` that are not JSON
-    objects, such as a half-written last line after a crash, are skipped with a warning.
+    A run without a summary whose status is ``done`` is unfinished; malformed lines of its
+    JSONL files are skipped with a warning.
     """
-    path = Path(run_dir)
-    if not path.is_dir():
-        raise ValueError(f"not a run directory: {path} (no such directory)")
-    missing = [name for name in (CONFIG_FILE, METRICS_FILE) if not (path / name).is_file()]
-    if missing:
-        raise ValueError(f"not a run directory: {path} (missing {' and '.join(missing)})")
-    diagnostics = path / DIAGNOSTICS_FILE
-    return Run(
-        path=path,
-        config=read_config(path / CONFIG_FILE),
-        meta=_read_optional_json(path / META_FILE),
-        metrics=read_metrics(path / METRICS_FILE),
-        done=_read_optional_json(path / SUMMARY_FILE).get("status") == "done",
-        diagnostics=read_metrics(diagnostics) if diagnostics.is_file() else [],
-    )
-
-
-def read_config(path: Path) -> dict[str, Any]:
-    """The YAML mapping in ``path``; a ValueError names the file when it is not one."""
-    import yaml
-
-    try:
-        config = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except (yaml.YAMLError, UnicodeDecodeError) as error:
-        reason = " ".join(str(error).split())
-        raise ValueError(f"unreadable run config: {path} ({reason})") from None
-    if config is None:
-        return {}
-    if not isinstance(config, dict):
-        raise ValueError(f"unreadable run config: {path} (not a mapping)")
-    return config
-
-
-def read_metrics(path: Path) -> list[dict[str, Any]]:
-    """The JSON objects in a JSON-lines file; blank lines skipped, malformed ones warned about."""
-    metrics = []
-    with path.open(encoding="utf-8", errors="replace") as lines:
-        for number, line in enumerate(lines, start=1):
-            if not line.strip():
-                continue
-            try:
-                record = json.loads(line)
-            except json.JSONDecodeError:
-                record = None
-            if not isinstance(record, dict):
-                warnings.warn(f"{path}:{number}: skipping a line that is not a JSON object", stacklevel=3)
-                continue
-            metrics.append(record)
-    return metrics
-
-
-def _read_optional_json(path: Path) -> dict[str, Any]:
-    """The JSON object in ``path``; ``{}`` when the file is missing, with a warning when unreadable."""
-    if not path.is_file():
-        return {}
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError):
-        data = None
-    if not isinstance(data, dict):
-        warnings.warn(f"{path}: ignoring a file that is not a JSON object", stacklevel=3)
-        return {}
-    return data
+    return Run(**vars(rundir.read_run(run_dir)))
 
 
 def _section_name(config: dict[str, Any], key: str) -> str:

@@ -1,42 +1,18 @@
-"""Atomic files: a crash (kill -9 included) leaves either the old file or the new, never half.
+"""Checkpoints: a run's whole state after an epoch, saved atomically and loaded safely.
 
-Each write goes to a temporary file in the same directory, is flushed to disk, then renamed
-over the target (``os.replace`` is atomic on POSIX).
+Where a run keeps its checkpoint is `alignlab.train.rundir`'s business (``checkpoint.pt``);
+this module only turns a state dict into a file and back. The write goes through
+`alignlab.files`, so a crash (kill -9 included) leaves either the old checkpoint or the new.
 """
 
 from __future__ import annotations
 
 import io
-import os
-import tempfile
 from pathlib import Path
 
 import torch
 
-
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
-
-
-def atomic_write_bytes(path: Path, data: bytes) -> None:
-    path = Path(path)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes it owner-only; give it a normal file's mode
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
-def atomic_write_text(path: Path, text: str) -> None:
-    atomic_write_bytes(path, text.encode())
+from ..files import atomic_write_bytes
 
 
 def save_checkpoint(path: Path, state: dict) -> None:

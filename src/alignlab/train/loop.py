@@ -158,39 +158,52 @@ def _restore(s: Setup, state: dict) -> tuple[int, list[dict], list[dict]]:
     return state["epoch"], state["history"], state["diagnostics"]
 
 
-def start(cfg: RunConfig, p: Placement) -> Path:
-    """Create the run directory of a new run (an existing one is never overwritten)."""
-    run_dir = Path(cfg.out_dir) / cfg.run_name()
-    if run_dir.exists() and any(run_dir.iterdir()):
-        raise ValueError(f"run directory {str(run_dir)!r} already exists; resume it with --resume "
-                         "or pick another name= / out_dir=")
-    p.barrier()  # every process has looked before rank 0 writes
-    if p.is_main:
-        run_dir.mkdir(parents=True, exist_ok=True)
-        rundir.write_start(run_dir, to_dict(cfg), device=str(p.device), world=p.world)
-    return run_dir
-
-
 def train(cfg: RunConfig | None = None, resume: str | Path | None = None) -> Path:
     """Run ``cfg`` in a new run directory, or continue the run in ``resume``; return its dir."""
     if resume is not None:
-        run_dir = Path(resume)
-        cfg = config_from_dict(rundir.read_config(run_dir))
+        cfg = config_from_dict(rundir.read_config(resume))
     p = place(cfg.device, cfg.precision, cfg.ddp_timeout)
     try:
-        if resume is not None:
-            ckpt = run_dir / rundir.CHECKPOINT
-            state = load_checkpoint(ckpt) if ckpt.exists() else None
-        else:
-            run_dir, state = start(cfg, p), None
         with stuck_collectives_named(p):
-            return _run(cfg, p, run_dir, state)
+            return _new(cfg, p) if resume is None else _resume(cfg, p, Path(resume))
     finally:
         finish(p)
 
 
-def _run(cfg: RunConfig, p: Placement, run_dir: Path, state: dict | None) -> Path:
+def _resume(cfg: RunConfig, p: Placement, run_dir: Path) -> Path:
+    """Continue the run in ``run_dir`` from its last checkpoint (from the start when it has none)."""
+    ckpt = run_dir / rundir.CHECKPOINT
+    state = load_checkpoint(ckpt) if ckpt.exists() else None
+    return _run(cfg, p, build(cfg, p), run_dir, state)
+
+
+def _new(cfg: RunConfig, p: Placement) -> Path:
+    """A new run, in a directory that is free (an existing run directory is never overwritten).
+
+    Data and model are built before the directory is made, and an error before the first
+    checkpoint removes it again (`rundir.discard_untrained`): a run that trained nothing leaves
+    nothing that would block the same command. A diverged run keeps its directory (compare
+    reports it), and so does an interrupted one (``--resume`` continues it).
+    """
+    run_dir = Path(cfg.out_dir) / cfg.run_name()
+    rundir.check_free(run_dir)
+    p.barrier()  # every process has looked before rank 0 writes
     s = build(cfg, p)
+    existed = run_dir.exists()
+    if p.is_main:
+        rundir.create(run_dir, to_dict(cfg), device=str(p.device), world=p.world)
+    try:
+        return _run(cfg, p, s, run_dir, None)
+    except TrainingDiverged:
+        raise
+    except Exception:
+        if p.is_main:
+            rundir.discard_untrained(run_dir, existed)
+        raise
+
+
+def _run(cfg: RunConfig, p: Placement, s: Setup, run_dir: Path, state: dict | None) -> Path:
+    """Train ``s`` from ``state`` (None: from the start) to cfg.epochs, writing the run's files."""
     done, history, diags = _restore(s, state) if state else (0, [], [])
     main = p.is_main
     if main:

@@ -17,7 +17,9 @@ from .. import data
 from ..diagnostics.hooks import layer_outputs
 from ..diagnostics.similarity import MinibatchCKA
 from . import rundir
-from .checkpoint import atomic_write_text, load_checkpoint
+from ..files import atomic_write_text
+from ..report.cka import CKA_FILE
+from .checkpoint import load_checkpoint
 from .config import config_from_dict
 from .loop import build
 
@@ -69,5 +71,5 @@ def cka_to_bp(run_dirs: list[Path], n_probe: int = 1000, batch: int = 250) -> di
 
 def write_cka(run_dirs: list[Path], out_dir: Path) -> dict:
     result = cka_to_bp(run_dirs)
-    atomic_write_text(Path(out_dir) / "cka.json", json.dumps(result, indent=1) + "\n")
+    atomic_write_text(Path(out_dir) / CKA_FILE, json.dumps(result, indent=1) + "\n")
     return result
