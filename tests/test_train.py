@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 import torch
 
+import alignlab
 from alignlab.cli import main
 from alignlab.data import write_idx
 from alignlab.train import TrainingDiverged, load_config, train
@@ -107,7 +108,7 @@ def test_error_before_the_first_checkpoint_removes_only_what_the_run_made(small_
     assert [m["epoch"] for m in read_metrics(tmp_path / "r")] == [1, 2]
 
 
-@pytest.mark.parametrize("rule", ["dfa", "brsf", "kp"])
+@pytest.mark.parametrize("rule", alignlab.rules.available())
 def test_resume_after_interruption_gives_identical_metrics(small_data, tmp_path, monkeypatch, rule):
     extra = (f"rule={rule}", "optim.schedule=cosine", "data.augment=false")
     full = train(load_config(None, overrides(small_data, tmp_path, "name=full", *extra)))
