@@ -64,3 +64,24 @@ def test_bad_files(tmp_path):
     unknown.write_text("model:\n  nme: mlp\n")
     with pytest.raises(ValueError, match="unknown config key 'model.nme'; valid keys under 'model': name, norm, options"):
         load_config(unknown)
+
+
+def test_layer_rules_map_patterns_to_rules_with_the_rule_as_default():
+    cfg = load_config(None, ["model.name=lenet", "rule=fa", "rule_options.init=xavier",
+                             "layer_rules={features.*: kp, classifier.2: {rule: dfa, scale: 2.0}}"])
+    spec = cfg.rule_spec()
+    assert list(spec) == ["features.*", "classifier.2", "*"]
+    assert (spec["features.*"].name, spec["classifier.2"].scale, spec["*"].init) == ("kp", 2.0, "xavier")
+    assert cfg.run_name() == "fashion-mnist-lenet-kp+dfa+fa-s0"
+    assert config_from_dict(to_dict(cfg)).rule_spec() == spec
+
+
+@pytest.mark.parametrize("value, message", [
+    ("{x: nope}", "unknown rule 'nope'"),
+    ("{x: 3}", "config key 'layer_rules': 3 is not valid; give a rule name or {rule: NAME, option: value}"),
+    ("{x: {rule: fa, bogus: 1}}", "unknown option 'bogus' for rule 'fa'"),
+])
+def test_bad_layer_rules_are_one_line_errors(value, message):
+    with pytest.raises(ValueError) as err:
+        load_config(None, [f"layer_rules={value}"])
+    assert message in str(err.value) and "\n" not in str(err.value)

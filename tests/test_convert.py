@@ -293,3 +293,83 @@ def test_whole_model_pickles_with_made_twins():
     assert_grads_equal(run_backward(loaded, x), run_backward(model, x), atol=0, rtol=0)
     alignlab.revert(loaded)
     assert type(loaded[0].encoder.layers[0].self_attn.out_proj) is nn.modules.linear.NonDynamicallyQuantizableLinear
+
+
+# ---- per-layer rules: a rule map ----------------------------------------------------------
+
+
+class Mixed(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.features = nn.Sequential(nn.Conv2d(1, 4, 3), nn.ReLU(), nn.Conv2d(4, 4, 3), nn.ReLU())
+        self.attn = nn.MultiheadAttention(4, 2, batch_first=True)
+        self.classifier = nn.Sequential(nn.Flatten(), nn.Linear(4 * 16, 8), nn.ReLU(), nn.Linear(8, 3))
+        self.extra = nn.Linear(3, 3)
+
+    def forward(self, x):
+        h = self.features(x)
+        t = h.flatten(2).transpose(1, 2)
+        h = h + self.attn(t, t, t, need_weights=False)[0].transpose(1, 2).reshape(h.shape)
+        return self.extra(self.classifier(h))
+
+
+def _rules_of(model):
+    return {name: feedback.rule_name for name, _, feedback in alignlab.converted_layers(model)}
+
+
+def test_a_rule_map_gives_each_layer_the_rule_of_its_first_matching_pattern():
+    torch.manual_seed(0)
+    xavier_fa = alignlab.rules.get("fa", init="xavier")
+    model = Mixed()
+    with pytest.warns(UserWarning, match=r"1 module\(s\).*extra: no pattern of the rule map matches it$"):
+        alignlab.convert(model, {"features.2": "dfa", "features.*": "kp", "classifier": xavier_fa, "attn": "usf"})
+    assert _rules_of(model) == {"features.0": "kp", "features.2": "dfa", "attn": "usf", "attn.out_proj": "usf",
+                                "classifier.1": "fa", "classifier.3": "fa"}
+    assert model.classifier[1].feedback.init == "xavier"
+    table = alignlab.summary(model)
+    assert "extra" in table and "no pattern of the rule map matches it" in table
+    x, y = torch.randn(16, 1, 8, 8), torch.randint(0, 3, (16,))
+    opt = torch.optim.Adam(model.parameters(), lr=1e-2)
+    losses = []
+    for _ in range(60):
+        opt.zero_grad()
+        loss = nn.functional.cross_entropy(model(x), y)
+        loss.backward()
+        opt.step()
+        losses.append(loss.item())
+    assert losses[-1] < 0.5 * losses[0], losses
+    assert model.features[0].feedback.B.grad is not None  # kp learns its B
+
+
+def test_a_rule_map_layer_computes_what_that_rule_alone_computes():
+    """fa (B := W) on the convs and bp elsewhere is BP; each layer's feedback is its own rule's."""
+    torch.manual_seed(0)
+    ref = Mixed()
+    mapped = alignlab.convert(copy.deepcopy(ref), {"features": "fa", "*": "bp"})
+    with torch.no_grad():
+        for name, layer, feedback in alignlab.converted_layers(mapped):
+            if feedback.rule_name == "fa":
+                feedback.B.copy_(layer.weight)
+    x = torch.randn(4, 1, 8, 8)
+    assert_grads_equal(run_backward(mapped, x), run_backward(ref, x))
+
+
+def test_converting_again_with_a_map_puts_unmatched_layers_back_on_bp():
+    model = alignlab.convert(Mixed(), "fa")
+    with pytest.warns(UserWarning, match="no pattern of the rule map"):
+        alignlab.convert(model, {"features": "kp", "classifier": "dfa", "attn": "fa"})
+    assert type(model.extra) is nn.Linear and "extra" not in _rules_of(model)
+    with pytest.raises(ValueError, match="stay on BP"):
+        alignlab.convert(Mixed(), {"features": "kp"}, strict=True)
+
+
+@pytest.mark.parametrize("spec, options, message", [
+    ({"nothing": "fa"}, {}, "rule map pattern 'nothing' matches no module; module names: features, "),
+    ({"*": "fb"}, {}, "unknown rule 'fb'"),
+    ({"*": "fa"}, {"init": "xavier"}, "with a rule map, give options in rule instances"),
+    ({}, {}, "the rule map is empty"),
+])
+def test_bad_rule_maps_are_one_line_errors(spec, options, message):
+    with pytest.raises(ValueError, match=message) as info:
+        alignlab.convert(Mixed(), spec, **options)
+    assert "\n" not in str(info.value)

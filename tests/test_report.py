@@ -274,6 +274,16 @@ def test_rule_options_make_their_own_row(tmp_path):
                                                  ("fa (match_norm=True)", "70.00 ± n/a")]
 
 
+def test_layer_rules_make_their_own_row(tmp_path):
+    plain = make_run(tmp_path, "fa", "fa", 0, [0.5])
+    mapped = make_run(tmp_path, "fa-map", "fa", 0, [0.6])
+    config = yaml.safe_load((mapped / "config.yaml").read_text())
+    config["layer_rules"] = {"features.*": "kp"}
+    (mapped / "config.yaml").write_text(yaml.safe_dump(config))
+    _, md_path = write_report([plain, mapped], tmp_path / "out")
+    assert [row[2] for row in table_rows(md_path.read_text())] == ["fa", "fa (features.*: kp)"]
+
+
 # --- diagnostics.jsonl and cka.json -----------------------------------------------------------
 
 LAYERS = ["features.3", "classifier"]  # network order; sorted order would put classifier first

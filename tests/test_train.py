@@ -201,3 +201,14 @@ def test_written_files_get_the_usual_permissions(tmp_path):
     finally:
         os.umask(old)
     assert (tmp_path / "f.json").stat().st_mode & 0o777 == 0o644
+
+
+def test_layer_rules_reach_the_model_and_the_run_name(small_data, tmp_path):
+    cfg = load_config(None, overrides(small_data, tmp_path, "rule=dfa",
+                                      "layer_rules={conv*: kp, fc1: {rule: fa, init: xavier}}"))
+    cfg.model.name, cfg.model.options = "lenet", {}
+    net = loop.build(cfg).net
+    got = {name: feedback.rule_name for name, _, feedback in alignlab.converted_layers(net)}
+    assert got == {"conv1": "kp", "conv2": "kp", "fc1": "fa", "fc2": "dfa", "head": "dfa"}
+    assert net.fc1.feedback.init == "xavier"
+    assert cfg.run_name().endswith("-kp+fa+dfa-s0")

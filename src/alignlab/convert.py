@@ -20,7 +20,7 @@ import logging
 import warnings
 from collections import Counter
 from fnmatch import fnmatchcase
-from typing import Iterable
+from typing import Iterable, Mapping
 
 import torch
 from torch import nn
@@ -31,26 +31,53 @@ from .nn.kinds import holds_linear_weight, is_converted, kind_of, layer_weight, 
 
 log = logging.getLogger("alignlab")
 EXCLUDED = "excluded"
+UNMATCHED = "no pattern of the rule map matches it"
 
 
 def _matches(name: str, pattern: str) -> bool:
     return name == pattern or name.startswith(pattern + ".") or fnmatchcase(name, pattern)
 
 
-def _check_exclude(model: nn.Module, exclude: Iterable[str]) -> list[str]:
-    patterns = [exclude] if isinstance(exclude, str) else list(exclude)
-    names = [n for n, _ in model.named_modules() if n]
+def _check_patterns(model: nn.Module, patterns: Iterable[str], what: str) -> list[str]:
+    """The patterns, each checked to match some module (a one-line ValueError otherwise)."""
+    patterns = [patterns] if isinstance(patterns, str) else list(patterns)
+    names = [n for n, _ in model.named_modules()]
     for pattern in patterns:
         if not isinstance(pattern, str) or not any(_matches(n, pattern) for n in names):
-            some = ", ".join(names[:8]) + (", ..." if len(names) > 8 else "")
-            raise ValueError(f"exclude pattern {pattern!r} matches no module; module names: {some}")
+            some = ", ".join(n for n in names[:9] if n) + (", ..." if len(names) > 9 else "")
+            raise ValueError(f"{what} pattern {pattern!r} matches no module; module names: {some}")
     return patterns
 
 
-def _plan(model: nn.Module, patterns: list[str]):
+def _rule_map(model: nn.Module, rule, options: dict) -> list[tuple[str | None, rules.Rule]]:
+    """[(pattern, rule)] in order: one rule for every layer (pattern None), or a rule map."""
+    if not isinstance(rule, Mapping):
+        return [(None, rules.get(rule, **options))]
+    if options:
+        raise ValueError("with a rule map, give options in rule instances (alignlab.rules.get(name, **options)), "
+                         "not as keywords")
+    if not rule:
+        raise ValueError("the rule map is empty; map module patterns to rules, e.g. {'*': 'fa'}")
+    patterns = _check_patterns(model, list(rule), "rule map")
+    return [(pattern, rules.get(rule[pattern])) for pattern in patterns]
+
+
+def _rule_for(name: str, ruled: list[tuple[str | None, rules.Rule]]) -> rules.Rule | None:
+    """The rule of the first pattern that matches layer ``name`` (None: no pattern does)."""
+    return next((r for p, r in ruled if p is None or _matches(name, p)), None)
+
+
+def _label(ruled: list[tuple[str | None, rules.Rule]]) -> str:
+    """How messages name the rule: its name, or the rule map as pattern→rule pairs."""
+    if ruled[0][0] is None:
+        return ruled[0][1].name
+    return "{" + ", ".join(f"{p}: {r.name}" for p, r in ruled) + "}"
+
+
+def _plan(model: nn.Module, patterns: list[str], ruled=((None, None),)):
     """(name, module, twin) of each layer to convert; (name, module) of each converted layer
-    to put back on BP (excluded); (name, reason) of each linear map left on BP, excluded
-    ones with the reason "excluded"."""
+    to put back on BP (excluded, or matched by no pattern of a rule map); (name, reason) of
+    each linear map left on BP, excluded ones with the reason "excluded"."""
     targets, back, left, blocked = [], [], [], []
     for name, module in model.named_modules():
         if any(name.startswith(b + ".") for b in blocked):
@@ -62,7 +89,11 @@ def _plan(model: nn.Module, patterns: list[str]):
             blocked.append(name)
             continue
         twin, why = twin_of(module)
-        if twin is not None:
+        if twin is not None and _rule_for(name, ruled) is None:
+            back += [(name, module)] if is_converted(module) else []
+            left.append((name, UNMATCHED))
+            blocked.append(name)  # attention's out_proj is read by torch's kernel, not called
+        elif twin is not None:
             targets.append((name, module, twin))
         elif why is not None:
             left.append((name, why))
@@ -105,14 +136,18 @@ def _left_message(rule: str, left: list[tuple[str, str]]) -> str:
             f"{rule!r} (exclude= them to accept that, strict=True to make it an error): {listed}")
 
 
-def convert(model: nn.Module, rule: str | rules.Rule = "fa", *, exclude: Iterable[str] = (),
+def convert(model: nn.Module, rule: str | rules.Rule | Mapping[str, str | rules.Rule] = "fa", *, exclude: Iterable[str] = (),
             strict: bool = False, output=None, verbose: bool = False, **options) -> nn.Module:
     """Make ``model`` train by ``rule``, in place; return it.
 
     Args:
         model: any ``nn.Module``. Convert before building the optimizer: rules with learned
             feedback (``kp``, ``pfa``, ``ldfa``) add parameters.
-        rule: a name from :func:`alignlab.rules.available` or a rule instance.
+        rule: a name from :func:`alignlab.rules.available` or a rule instance; or a *rule
+            map* from module-name patterns (as ``exclude``'s) to rules, e.g.
+            ``{"features.*": "kp", "classifier": "dfa", "*": "fa"}``: each layer trains by the
+            rule of the first pattern that matches its name; layers no pattern matches stay on
+            BP (converted ones go back) and are named in the warning and in :func:`summary`.
         exclude: module names (or glob patterns) to leave on BP, with everything inside them;
             layers that an earlier ``convert`` converted there go back on BP.
         strict: raise (before changing anything) instead of warning when a module that holds
@@ -122,30 +157,33 @@ def convert(model: nn.Module, rule: str | rules.Rule = "fa", *, exclude: Iterabl
             Default: ``logits`` where present, else the first floating tensor whose first
             dimension is the batch (a scalar loss never).
         verbose: print :func:`summary` (the converted layers are always logged at INFO).
-        **options: the rule's options (see its docstring), e.g. ``init="xavier"``.
+        **options: the rule's options (see its docstring), e.g. ``init="xavier"``; with a
+            rule map, give options in rule instances instead.
 
     Raises:
-        ValueError: unknown rule, option or option value; an exclude pattern that matches no
-            module; ``output`` given to a rule that is not direct; with ``strict``, layers left on BP.
+        ValueError: unknown rule, option or option value; an exclude or rule-map pattern that
+            matches no module; ``output`` given to a rule that is not direct; with ``strict``, layers left on BP.
     """
-    rule = rules.get(rule, **options)
-    patterns = _check_exclude(model, exclude)
-    check_output(output, rule.name, rule.direct)
-    targets, back, left = _plan(model, patterns)
+    ruled = _rule_map(model, rule, options)
+    label = _label(ruled)
+    patterns = _check_patterns(model, exclude, "exclude")
+    check_output(output, label, any(r.direct for _, r in ruled))
+    targets, back, left = _plan(model, patterns, ruled)
     unwanted = [(n, why) for n, why in left if why != EXCLUDED]
     if strict and unwanted:
-        raise ValueError(_left_message(rule.name, unwanted))
+        raise ValueError(_left_message(label, unwanted))
     for _, module in back:
         _unswap(module)
     for name, module, twin in targets:
-        _swap(name, module, twin, rule)
+        _swap(name, module, twin, _rule_for(name, ruled))
     _install_tap(model, output)
     kinds = Counter(kind_of(m).name for _, m, _ in targets)
-    log.info("convert: rule %r on %d layers (%s)%s", rule.name, len(targets),
-             ", ".join(f"{n} {k}" for k, n in kinds.items()), f"; excluded: {len(back)} put back" if back else "")
+    log.info("convert: rule %s on %d layers (%s)%s", label, len(targets),
+             ", ".join(f"{n} {k}" for k, n in kinds.items()), f"; {len(back)} put back on BP" if back else "")
     model._alignlab_exclude = tuple(patterns)  # summary() shows them
+    model._alignlab_rule_patterns = tuple(p for p, _ in ruled if p is not None)
     if unwanted:
-        warnings.warn(_left_message(rule.name, unwanted), UserWarning, stacklevel=2)
+        warnings.warn(_left_message(label, unwanted), UserWarning, stacklevel=2)
     if verbose:
         print(summary(model))
     return model
@@ -157,6 +195,7 @@ def revert(model: nn.Module) -> nn.Module:
     for _, module, _ in converted_layers(model):
         _unswap(module)
     _install_tap(model, None)
+    model._alignlab_rule_patterns = ()
     return model
 
 
@@ -169,7 +208,8 @@ def summary(model: nn.Module) -> str:
     """A table of the layers that compute linear maps: name, layer type, weight shape (out ×
     in × kernel), the rule it trains by ("bp" for those left on BP) and why a layer stays on BP."""
     rows = [("layer", "type", "weight", "rule", "note")]
-    _, _, left = _plan(model, list(getattr(model, "_alignlab_exclude", ())))
+    ruled = [(p, True) for p in getattr(model, "_alignlab_rule_patterns", ())] or [(None, True)]
+    _, _, left = _plan(model, list(getattr(model, "_alignlab_exclude", ())), ruled)
     why = dict(left)
     for name, module in model.named_modules():
         if is_converted(module):

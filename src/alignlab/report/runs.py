@@ -43,12 +43,14 @@ class Run(rundir.RunFiles):
 
     @property
     def rule_label(self) -> str:
-        """The rule, followed by its options when any are set: ``fa`` or ``fa (match_norm=True)``."""
+        """The rule, followed by its options and per-layer rules when any are set: ``fa``,
+        ``fa (match_norm=True)`` or ``fa (features.*: kp)``."""
         options = self.config.get("rule_options") or {}
-        if not isinstance(options, dict) or not options:
-            return self.rule
-        listed = ", ".join(f"{key}={options[key]}" for key in sorted(options, key=str))
-        return f"{self.rule} ({listed})"
+        layers = self.config.get("layer_rules") or {}
+        listed = [f"{key}={options[key]}" for key in sorted(options, key=str)] if isinstance(options, dict) else []
+        if isinstance(layers, dict):
+            listed += [f"{pattern}: {value}" for pattern, value in layers.items()]
+        return f"{self.rule} ({', '.join(listed)})" if listed else self.rule
 
     @property
     def seed(self) -> Any:

@@ -54,6 +54,9 @@ class DiagnosticsConfig:
 class RunConfig:
     rule: str = "bp"  # alignlab.rules.available()
     rule_options: dict = field(default_factory=dict)  # the rule's options, e.g. {init: xavier}
+    # per-layer rules: module pattern → rule name or {rule: NAME, option: value, ...}; a layer
+    # trains by the first pattern that matches it, every other layer by `rule`
+    layer_rules: dict = field(default_factory=dict)
     exclude: list = field(default_factory=list)  # module names left on BP
     seed: int = 0  # weights, feedback, data order and augmentation all follow it
     epochs: int = 10
@@ -72,7 +75,33 @@ class RunConfig:
     ddp_timeout: float = 300.0  # seconds a torchrun process waits for the others in a collective, then fails
 
     def run_name(self) -> str:
-        return self.name or f"{self.data.name}-{self.model.name}-{self.rule}-s{self.seed}"
+        return self.name or f"{self.data.name}-{self.model.name}-{self.rule_label()}-s{self.seed}"
+
+    def rule_label(self) -> str:
+        """``rule``, or with per-layer rules every rule used, the default last: ``kp+dfa+fa``."""
+        names = [_layer_rule(value)[0] for value in self.layer_rules.values()] + [self.rule]
+        return "+".join(dict.fromkeys(str(n) for n in names))
+
+    def rule_spec(self):
+        """What ``alignlab.convert`` is given: the rule, or the rule map ending with ``"*": rule``."""
+        from .. import rules
+
+        default = rules.get(self.rule, **self.rule_options)
+        if not self.layer_rules:
+            return default
+        spec = {pattern: rules.get(*_layer_rule(value)[:1], **_layer_rule(value)[1])
+                for pattern, value in self.layer_rules.items()}
+        spec.setdefault("*", default)
+        return spec
+
+
+def _layer_rule(value) -> tuple[str, dict]:
+    """(rule name, options) of a ``layer_rules`` entry: a name or {rule: NAME, **options}."""
+    if isinstance(value, str):
+        return value, {}
+    if isinstance(value, dict) and isinstance(value.get("rule"), str):
+        return value["rule"], {k: v for k, v in value.items() if k != "rule"}
+    raise ValueError(f"config key 'layer_rules': {value!r} is not valid; give a rule name or {{rule: NAME, option: value}}")
 
 
 def to_dict(cfg) -> dict:
@@ -185,7 +214,7 @@ def validate(cfg: RunConfig) -> None:
         raise ValueError(f"config key 'diagnostics.every' must be >= 0, got {cfg.diagnostics.every}")
     if cfg.optim.lr <= 0:
         raise ValueError(f"config key 'optim.lr' must be > 0, got {cfg.optim.lr}")
-    rules.get(cfg.rule, **cfg.rule_options)  # unknown rule or option: ValueError listing the valid ones
+    cfg.rule_spec()  # unknown rule, option or layer_rules entry: ValueError listing the valid ones
     from ..optim import OPTIMIZERS, SCHEDULES
 
     from .placement import PRECISIONS

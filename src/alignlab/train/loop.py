@@ -54,7 +54,7 @@ def build(cfg: RunConfig, place: Placement | None = None) -> Setup:
     torch.manual_seed(cfg.seed)
     net = models.build(cfg.model.name, in_shape=dataset.input_shape, num_classes=dataset.num_classes,
                        norm=cfg.model.norm, **cfg.model.options)
-    convert(net, cfg.rule, exclude=cfg.exclude, **cfg.rule_options)
+    convert(net, cfg.rule_spec(), exclude=cfg.exclude)
     net.to(place.device)
     model = net
     if place.world > 1:

@@ -52,14 +52,14 @@ def layer_cka(a, b, dataset: data.Dataset, n_probe: int, batch: int) -> dict[str
 def cka_to_bp(run_dirs: list[Path], n_probe: int = 1000, batch: int = 250) -> dict:
     """CKA of every finished non-BP run against the finished BP run of its model and seed."""
     runs = [(d, config_from_dict(rundir.read_config(d))) for d in run_dirs if rundir.is_done(d)]
-    bp = {(c.model.name, c.seed): d for d, c in runs if c.rule == "bp"}
+    bp = {(c.model.name, c.seed): d for d, c in runs if c.rule_label() == "bp"}
     per_rule: dict = defaultdict(lambda: defaultdict(list))
     for d, c in runs:
-        if c.rule == "bp" or (c.model.name, c.seed) not in bp:
+        if c.rule_label() == "bp" or (c.model.name, c.seed) not in bp:
             continue
         _, ref = load_trained(bp[(c.model.name, c.seed)])
         _, other = load_trained(d)
-        per_rule[c.model.name][c.rule].append(layer_cka(other.net, ref.net, ref.dataset, n_probe, batch))
+        per_rule[c.model.name][c.rule_label()].append(layer_cka(other.net, ref.net, ref.dataset, n_probe, batch))
     values = {
         model: {rule: {layer: sum(r[layer] for r in results) / len(results) for layer in results[0]}
                 for rule, results in rules.items()}
