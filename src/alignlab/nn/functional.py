@@ -20,6 +20,8 @@ is not needed (the first layer's input gradient, above all).
 
 from __future__ import annotations
 
+from typing import NamedTuple
+
 import torch
 import torch.nn.functional as F
 from torch import Tensor
@@ -37,13 +39,24 @@ def _as_computed(x: Tensor) -> Tensor:
     return x
 
 
-def _direct_input_grad(feedback, slot: ErrorSlot, x_shape: torch.Size, channels_first: bool) -> Tensor:
+class ConvCall(NamedTuple):
+    """What a direct-feedback conv's backward tells ``Feedback.project`` about the conv."""
+
+    out_shape: torch.Size  # the layer output's positions (*spatial)
+    kernel: torch.Size
+    stride: tuple
+    padding: tuple
+    dilation: tuple
+    groups: int
+
+
+def _direct_input_grad(feedback, slot: ErrorSlot, x_shape: torch.Size, conv: ConvCall | None) -> Tensor:
     if slot.error is None:
         raise RuntimeError(
             f"{feedback.rule_name}: the model's output error was never captured; the loss must be computed "
             "from the output of the model that convert() was given (see convert's output=)"
         )
-    return feedback.project(slot.error, x_shape, channels_first)
+    return feedback.project(slot.error, x_shape, conv)
 
 
 def _rows(grad: Tensor, x: Tensor) -> tuple[Tensor, Tensor]:
@@ -72,7 +85,7 @@ class LinearFeedbackFn(Function):
         grad_x = grad_w = grad_b = None
         if need_x:
             if ctx.slot is not None:
-                grad_x = _direct_input_grad(ctx.feedback, ctx.slot, x.shape, False)
+                grad_x = _direct_input_grad(ctx.feedback, ctx.slot, x.shape, None)
             else:
                 grad_x = grad @ matrix.to(grad.dtype)
         if need_w or need_m:
@@ -136,7 +149,8 @@ class ConvFeedbackFn(Function):
                 False, zeros, groups, mask,
             )
         if need_x and direct:
-            grad_x = _direct_input_grad(ctx.feedback, ctx.slot, x.shape, True)
+            call = ConvCall(grad.shape[2:], matrix.shape[2:], stride, padding, dilation, groups)
+            grad_x = _direct_input_grad(ctx.feedback, ctx.slot, x.shape, call)
         nones = (None,) * 6
         return (grad_x, grad_w if need_w else None, grad_b, grad_w if need_m else None) + nones
 

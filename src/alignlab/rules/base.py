@@ -16,7 +16,7 @@ classes and decorates its :class:`Rule` with :func:`alignlab.rules.register`:
   turn, never forming B·R (product feedback); default None: use ``matrix``.
 * ``observe(grad, matrix)`` — shown, in the backward, the error at the layer's output and the
   feedback tensor that call used (ldfa learns P from it); default: nothing.
-* ``direct = True`` and ``project(error, x_shape, channels_first)`` — the layer's input gradient
+* ``direct = True`` and ``project(error, x_shape, conv)`` — the layer's input gradient
   is a projection of the network's output error (DFA); see :mod:`alignlab.nn.direct`.
 * ``weight_shape`` and ``resize(weight)`` — feedback that follows a weight of a new shape.
 
@@ -77,10 +77,12 @@ class Feedback(nn.Module):
         like the output) and the tensor ``matrix`` returned for that call; the default does
         nothing. A rule that learns from the error (ldfa's P) overrides it."""
 
-    def project(self, error: Tensor, x_shape: torch.Size, channels_first: bool) -> Tensor:
+    def project(self, error: Tensor, x_shape: torch.Size, conv=None) -> Tensor:
         """Direct feedback only (``direct = True``): the layer's input gradient, shaped
-        ``x_shape``, from the model's output error ``error`` (N, *positions, C);
-        ``channels_first``: the input is (N, D, *positions) (convs), else (N, *positions, D)."""
+        ``x_shape``, from the model's output error ``error`` (N, *positions, C). ``conv``: None
+        for a Linear (input (N, *positions, D)); for a conv (input (N, D, *positions)) an
+        :class:`alignlab.nn.functional.ConvCall` (output positions, kernel, stride, padding,
+        dilation, groups)."""
         raise NotImplementedError(f"{self.rule_name}: project() is for direct feedback (direct = True)")
 
     def linear_factors(self, rows: int, weight: Tensor) -> tuple[Tensor, Tensor] | None:
@@ -231,3 +233,73 @@ class StepCache:
                 self.value = build(weight.detach())
             self.key = key
         return self.value
+
+
+# --- shared by the classic rules (fa, usf, frsf, brsf, kp) -----------------------------------
+
+DRAWN_INITS = (*INITS, "normal")
+BOOLS = (False, True)
+
+
+def check_positive(rule: str, option: str, value) -> None:
+    """One-line ValueError unless ``value`` is a positive number (not a bool)."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0:
+        raise ValueError(f"rule {rule!r}: {option}={value!r} is not valid; give a positive number")
+
+
+def check_drawn_init(rule: str, init, std) -> None:
+    """``init`` is one of :data:`DRAWN_INITS` and ``std`` a positive number."""
+    check_choice(rule, "init", init, DRAWN_INITS)
+    check_positive(rule, "std", std)
+
+
+def draw_like(weight: Tensor, init: str, std: float, generator: torch.Generator | None = None) -> Tensor:
+    """A random tensor shaped like ``weight``: :func:`random_like`'s U(-a, a) for ``"kaiming"``
+    and ``"xavier"``; for ``"normal"``, N(0, std²) (Lance & Kieu 2026's B₀ = σ·randn), drawn on
+    the CPU."""
+    if init != "normal":
+        return random_like(weight, init, generator)
+    r = torch.randn(weight.shape, generator=generator, dtype=torch.float32)
+    return (r * std).to(device=weight.device, dtype=weight.dtype)
+
+
+def _weight_key(weight: Tensor) -> tuple:
+    # as StepCache's key: storage and in-place version counter
+    return weight.data_ptr(), weight._version, weight.dtype, weight.device
+
+
+def constrain_norm(feedback: Feedback, weight: Tensor) -> None:
+    """``constrain_weights``: record ‖W‖_F, as ``weight`` has it now, in the buffer
+    ``weight_norm``; :func:`hold_norm` then keeps W at that norm. Called at build (and at a
+    resize, which records the resized weight's norm)."""
+    with torch.no_grad():
+        feedback.register_buffer("weight_norm", torch.linalg.vector_norm(weight.detach()).clone())
+    feedback._norm_key = None
+
+
+def hold_norm(feedback: Feedback, weight: Tensor) -> None:
+    """BioTorch's ``constrain_weights``: W ← W·‖W₀‖_F/‖W‖_F in place, under no_grad, the first
+    time the feedback is asked for a new version of W (once per optimizer step); nothing when
+    the feedback has no ``weight_norm`` buffer. Called at the top of ``matrix(weight)``, i.e.
+    in the forward, before the layer uses W, so autograd saves the rescaled W."""
+    norm = getattr(feedback, "weight_norm", None)
+    if norm is None or _weight_key(weight) == getattr(feedback, "_norm_key", None):
+        return
+    base = weight
+    while base._base is not None:  # a view (a transposed weight) rescales its parameter
+        base = base._base
+    if not base.is_leaf:
+        raise RuntimeError(f"{feedback.rule_name}: constrain_weights rescales the weight of layer {feedback.layer!r} "
+                           "in place, but that weight is computed in the forward (a parametrization); "
+                           "give constrain_weights=False")
+    with torch.no_grad():
+        current = torch.linalg.vector_norm(weight)
+        factor = torch.where(current > 0, norm.to(current.dtype) / current, torch.ones_like(current))
+        weight.mul_(factor)
+    feedback._norm_key = _weight_key(weight)
+
+
+def resize_norm(feedback: Feedback, weight: Tensor) -> None:
+    """At a resize: a feedback that holds ‖W‖ (constrain_weights) holds the resized weight's."""
+    if getattr(feedback, "weight_norm", None) is not None:
+        constrain_norm(feedback, weight)

@@ -24,7 +24,10 @@ Options
 scale : B ~ U(±scale/√C), so the error each unit receives is on the scale of e's entries
     (default 1.0).
 project : ``"broadcast"`` (default; works whatever the shapes) or ``"dense"`` (a separate
-    weight for every position; for a CNN whose shapes never change), as above.
+    weight for every position; for a CNN whose shapes never change), as above; or
+    ``"kernel"``, BioTorch's conv DFA: in a conv, ē is repeated at every output position and
+    sent back by the transposed conv (the layer's stride, padding, dilation; groups 1) with a
+    kernel-shaped B (C × D × k…), drawn from U(±scale/√C)/√∏k; Linear layers as broadcast.
 
 Works through a plain ``loss_fn(model(x), y).backward()`` and an in-model loss
 (``model(**batch).loss.backward()``): see :mod:`alignlab.nn.direct` and ``convert``'s ``output=``.
@@ -43,7 +46,7 @@ from torch import Tensor
 from .base import Feedback, Rule, check_choice, new_seed
 from .registry import register
 
-PROJECTIONS = ("broadcast", "dense")
+PROJECTIONS = ("broadcast", "dense", "kernel")
 
 
 class DirectFeedback(Feedback):
@@ -75,24 +78,39 @@ class DirectFeedback(Feedback):
         self.B = (draw * (self.scale / math.sqrt(rows))).to(device=like.device, dtype=like.dtype)
         return self.B
 
-    def project(self, error: Tensor, x_shape: torch.Size, channels_first: bool) -> Tensor:
+    def project(self, error: Tensor, x_shape: torch.Size, conv=None) -> Tensor:
         """The input gradient: the output error projected through B, shaped like the input."""
         n, c = error.shape[0], error.shape[-1]
         if x_shape[0] != n:
             raise ValueError(f"{self.rule_name}: the output error {tuple(error.shape)} and the input "
                              f"{tuple(x_shape)} of layer {self.layer!r} must share their first (batch) dimension")
-        d = x_shape[1] if channels_first else x_shape[-1]
-        if not channels_first and len(x_shape) > 2 and error.shape[:-1] == x_shape[:-1]:
+        d = x_shape[1] if conv is not None else x_shape[-1]
+        if conv is None and len(x_shape) > 2 and error.shape[:-1] == x_shape[:-1]:
             return error @ self.weights(c, d, error)  # one error per position
         if self.mode == "dense":
             flat = error.reshape(n, -1)
             return (flat @ self.weights(flat.shape[1], math.prod(x_shape[1:]), error)).reshape(x_shape)
-        g = error.reshape(n, -1, c).sum(1) @ self.weights(c, d, error)  # (n, d)
-        at = (n, d) + (1,) * (len(x_shape) - 2) if channels_first else (n,) + (1,) * (len(x_shape) - 2) + (d,)
+        e = error.reshape(n, -1, c).sum(1)  # (n, c): each sample's error summed over positions
+        if self.mode == "kernel" and conv is not None:
+            return _through_kernel(e, self.weights(c, d * math.prod(conv.kernel), error), x_shape, conv)
+        g = e @ self.weights(c, d, error)  # (n, d)
+        at = (n, d) + (1,) * (len(x_shape) - 2) if conv is not None else (n,) + (1,) * (len(x_shape) - 2) + (d,)
         return g.view(at).expand(x_shape)
 
     def extra_repr(self) -> str:
         return f"project={self.mode!r}, scale={self.scale}"
+
+
+_CONV_INPUT = {1: torch.nn.grad.conv1d_input, 2: torch.nn.grad.conv2d_input, 3: torch.nn.grad.conv3d_input}
+
+
+def _through_kernel(e: Tensor, B: Tensor, x_shape: torch.Size, conv) -> Tensor:
+    """BioTorch's conv DFA: ē (n, C) repeated at every output position, then the transposed
+    conv with the kernel-shaped B (C, D, *k)/√∏k and the layer's stride, padding, dilation."""
+    k = conv.kernel
+    grad_out = e.view(*e.shape, *(1,) * len(k)).expand(*e.shape, *conv.out_shape)
+    kernel = B.view(e.shape[1], x_shape[1], *k) / math.sqrt(math.prod(k))
+    return _CONV_INPUT[len(k)](x_shape, kernel, grad_out.contiguous(), conv.stride, conv.padding, conv.dilation, 1)
 
 
 def _drop_saved_b(module, state_dict, prefix: str, *_) -> None:
@@ -108,7 +126,7 @@ class DFA(Rule):
     name = "dfa"
     direct = True
     scale: float = 1.0  # B ~ U(±scale/√C)
-    project: str = "broadcast"  # "broadcast": ē B to every position | "dense": flattened output → input
+    project: str = "broadcast"  # "broadcast": ē B to every position | "dense": flattened output → input | "kernel": BioTorch's conv DFA
 
     def __post_init__(self) -> None:
         if not (isinstance(self.scale, (int, float)) and self.scale > 0):
