@@ -279,3 +279,22 @@ def test_state_saved_in_the_old_muon_plus_adamw_layout_loads_and_continues_exact
     ours.step()
     for a, b in zip(model.parameters(), twin.parameters()):
         assert torch.equal(a, b)
+
+
+def test_decay_schedule_multiplies_each_groups_initial_decay_per_epoch():
+    from alignlab.optim import decay_multiplier, set_decay
+
+    assert [decay_multiplier([1, 0.02], e) for e in (1, 2, 3, 9)] == [1.0, 0.02, 0.02, 0.02]
+    assert decay_multiplier([], 5) == 1.0
+    net = nn.Sequential(nn.Linear(4, 4), nn.ReLU(), nn.Linear(4, 2))
+    opt = build_optimizer(net, "adamw", lr=1e-2, weight_decay=0.5)
+    before = [g["weight_decay"] for g in opt.param_groups]
+    set_decay(opt, 0.02)
+    assert [g["weight_decay"] for g in opt.param_groups] == [w * 0.02 for w in before]
+    assert sorted(before) == [0.0, 0.5]  # biases stay undecayed
+    set_decay(opt, 1.0)  # back to the initial decay, not 0.02 × 0.5
+    assert [g["weight_decay"] for g in opt.param_groups] == before
+    fresh = build_optimizer(net, "adamw", lr=1e-2, weight_decay=0.5)
+    fresh.load_state_dict(opt.state_dict())  # the initial decay travels with the optimizer
+    set_decay(fresh, 0.1)
+    assert sorted(g["weight_decay"] for g in fresh.param_groups) == [0.0, 0.05]

@@ -212,3 +212,25 @@ def test_layer_rules_reach_the_model_and_the_run_name(small_data, tmp_path):
     assert got == {"conv1": "kp", "conv2": "kp", "fc1": "fa", "fc2": "dfa", "head": "dfa"}
     assert net.fc1.feedback.init == "xavier"
     assert cfg.run_name().endswith("-kp+fa+dfa-s0")
+
+
+def test_decay_schedule_sets_each_epochs_decay_and_resumes_identically(small_data, tmp_path, monkeypatch):
+    extra = ("optim.name=adamw", "optim.weight_decay=0.5", "optim.decay_schedule=[1, 0.02]", "epochs=3")
+    full = train(load_config(None, overrides(small_data, tmp_path, "name=full", *extra)))
+    groups = load_checkpoint(full / "checkpoint.pt")["optimizer"]["param_groups"]
+    assert sorted(g["weight_decay"] for g in groups) == pytest.approx([0.0, 0.01])
+    real_evaluate = loop.evaluate
+
+    def crash_in_epoch_2(cfg, s):
+        if read_metrics(tmp_path / "cut"):
+            raise KeyboardInterrupt
+        return real_evaluate(cfg, s)
+
+    monkeypatch.setattr(loop, "evaluate", crash_in_epoch_2)
+    with pytest.raises(KeyboardInterrupt):
+        train(load_config(None, overrides(small_data, tmp_path, "name=cut", *extra)))
+    monkeypatch.setattr(loop, "evaluate", real_evaluate)
+    train(resume=tmp_path / "cut")
+    assert read_metrics(tmp_path / "cut") == read_metrics(full)
+    plain = train(load_config(None, overrides(small_data, tmp_path, "name=plain", *extra[:2], "epochs=3")))
+    assert read_metrics(plain) != read_metrics(full)  # the schedule changed the run

@@ -89,6 +89,20 @@ def build_schedule(optimizer: torch.optim.Optimizer, name: str, total_steps: int
     raise ValueError(f"unknown schedule {name!r}; choose one of {', '.join(SCHEDULES)}")
 
 
+def decay_multiplier(schedule: list[float], epoch: int) -> float:
+    """The weight-decay multiplier of (1-based) ``epoch``: ``schedule[epoch - 1]``, the last
+    entry once the list ends, 1 for an empty list."""
+    return float(schedule[min(epoch, len(schedule)) - 1]) if schedule else 1.0
+
+
+def set_decay(optimizer: torch.optim.Optimizer, multiplier: float) -> None:
+    """Every parameter group's weight decay := its initial decay × ``multiplier`` (the initial
+    value is kept in the group as ``initial_weight_decay``, so it is saved with the optimizer)."""
+    for group in optimizer.param_groups:
+        base = group.setdefault("initial_weight_decay", group["weight_decay"])
+        group["weight_decay"] = base * multiplier
+
+
 def weight_layers(model: nn.Module) -> list[nn.Module]:
     """Modules with a ≥2-D ``weight`` (Linear, ConvNd, Embedding), in definition order."""
     return [m for m in model.modules() if isinstance(getattr(m, "weight", None), torch.Tensor) and m.weight.dim() >= 2]

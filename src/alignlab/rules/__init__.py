@@ -7,7 +7,7 @@ way when its module is imported. :mod:`alignlab.testing` checks any rule against
 
 >>> import alignlab
 >>> alignlab.rules.available()
-['bp', 'brsf', 'dfa', 'fa', 'frsf', 'kp', 'ldfa', 'pfa', 'usf']
+['bp', 'brsf', 'dfa', 'fa', 'frsf', 'kp', 'ldfa', 'pfa', 'usf', 'wm']
 """
 
 import importlib

@@ -41,6 +41,9 @@ class OptimConfig:
     momentum: float = 0.9  # sgd only
     weight_decay: float = 0.0  # decoupled for adamw and muon, L2 for sgd and adam
     schedule: str = "none"  # none | cosine (to 0 over all epochs, stepped once per batch)
+    # per-epoch multipliers of weight_decay, epoch 1 first, the last one holding after the list
+    # ends (the PFA authors' regime: a large decay in epoch 1, then ×0.02: [1, 0.02]); [] = constant
+    decay_schedule: list = field(default_factory=list)
 
 
 @dataclass
@@ -214,6 +217,9 @@ def validate(cfg: RunConfig) -> None:
         raise ValueError(f"config key 'diagnostics.every' must be >= 0, got {cfg.diagnostics.every}")
     if cfg.optim.lr <= 0:
         raise ValueError(f"config key 'optim.lr' must be > 0, got {cfg.optim.lr}")
+    bad = [m for m in cfg.optim.decay_schedule if isinstance(m, bool) or not isinstance(m, (int, float)) or m < 0]
+    if bad:
+        raise ValueError(f"config key 'optim.decay_schedule' must list numbers >= 0, got {cfg.optim.decay_schedule!r}")
     cfg.rule_spec()  # unknown rule, option or layer_rules entry: ValueError listing the valid ones
     from ..optim import OPTIMIZERS, SCHEDULES
 

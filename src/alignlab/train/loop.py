@@ -19,7 +19,7 @@ from torch import nn
 
 from .. import data, models
 from ..convert import convert
-from ..optim import build_optimizer, build_schedule
+from ..optim import build_optimizer, build_schedule, decay_multiplier, set_decay
 from . import rundir
 from .checkpoint import load_checkpoint, save_checkpoint
 from .config import RunConfig, config_from_dict, to_dict
@@ -224,6 +224,8 @@ def _run(cfg: RunConfig, p: Placement, s: Setup, run_dir: Path, state: dict | No
             record(0, 0)
         for epoch in range(done + 1, cfg.epochs + 1):
             progress.epoch(epoch)
+            if cfg.optim.decay_schedule:
+                set_decay(s.optimizer, decay_multiplier(cfg.optim.decay_schedule, epoch))
             tic = time.perf_counter()
             metrics = {"epoch": epoch, "step": epoch * s.steps_per_epoch}
 
