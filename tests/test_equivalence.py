@@ -118,3 +118,32 @@ def test_exact_mode_gives_bp_gradients_for_any_rule():
         with alignlab.nn.exact():
             got = run_backward(model, x)
         assert_grads_equal(got, run_backward(ref, x))
+
+
+@pytest.mark.parametrize("dims, groups", [(2, 1), (2, 2), (1, 1), (1, 2)])
+def test_locally_connected_input_grad_with_one_kernel_everywhere_is_the_conv_backward(dims, groups):
+    from alignlab.nn.functional import ConvCall, locally_connected_input_grad
+
+    torch.manual_seed(0)
+    W = torch.randn(6, 4 // groups, *(3,) * dims)
+    x = torch.randn(2, 4, *(9,) * dims, requires_grad=True)
+    conv = nn.functional.conv2d if dims == 2 else nn.functional.conv1d
+    stride, pad, dil = (2,) * dims, (1,) * dims, (2,) * dims
+    y = conv(x, W, None, stride, pad, dil, groups)
+    g = torch.randn_like(y)
+    y.backward(g)
+    kernels = W.reshape(6, -1).expand(y[0, 0].numel(), 6, -1)
+    got = locally_connected_input_grad(g, kernels, x.shape, ConvCall(y.shape[2:], W.shape[2:], stride, pad, dil, groups))
+    torch.testing.assert_close(got, x.grad)
+
+
+def test_locally_connected_input_grad_by_hand():
+    """Conv1d, 1 → 1 channel, kernel 2, stride 1, no padding: x (5) → y (4); position l's
+    kernel (a_l, b_l) sends g_l back as a_l g_l to x_l and b_l g_l to x_{l+1}."""
+    from alignlab.nn.functional import ConvCall, locally_connected_input_grad
+
+    kernels = torch.tensor([[[1.0, 2.0]], [[3.0, 4.0]], [[5.0, 6.0]], [[7.0, 8.0]]])  # (L=4, C_out=1, 2)
+    g = torch.tensor([[[1.0, 10.0, 100.0, 1000.0]]])
+    got = locally_connected_input_grad(g, kernels, torch.Size((1, 1, 5)), ConvCall((4,), (2,), (1,), (0,), (1,), 1))
+    want = torch.tensor([[[1 * 1, 2 * 1 + 3 * 10, 4 * 10 + 5 * 100, 6 * 100 + 7 * 1000, 8 * 1000]]], dtype=torch.float32)
+    torch.testing.assert_close(got, want)

@@ -134,11 +134,11 @@ def gradient_alignment(model: nn.Module, loss_fn, inputs, targets) -> dict[str, 
 
 def weight_alignment(model: nn.Module) -> dict[str, dict[str, float]]:
     """{layer: {"angle": ∠(B, W) in degrees, "norm_ratio": ‖B‖/‖W‖}} for every layer whose
-    feedback is a matrix shaped like W (bp: B = W; dfa's B maps the output error and has no
-    such angle, so dfa layers are left out)."""
+    feedback is a matrix shaped like W (bp: B = W; dfa's B maps the output error and untied conv
+    feedback has a kernel per position, so their layers are left out)."""
     out = {}
     for name, layer, feedback in converted_layers(model):
-        if feedback.direct:
+        if feedback.direct or feedback.own_input_grad:  # no single matrix in W's place
             continue
         w = layer_weight(layer).detach()
         with torch.no_grad():

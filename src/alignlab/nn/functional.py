@@ -86,6 +86,8 @@ class LinearFeedbackFn(Function):
         if need_x:
             if ctx.slot is not None:
                 grad_x = _direct_input_grad(ctx.feedback, ctx.slot, x.shape, None)
+            elif ctx.feedback.own_input_grad:
+                grad_x = ctx.feedback.input_grad(grad, x.shape, None)
             else:
                 grad_x = grad @ matrix.to(grad.dtype)
         if need_w or need_m:
@@ -139,8 +141,9 @@ class ConvFeedbackFn(Function):
         ctx.feedback.observe(grad, matrix)
         need_x, need_w, need_b, need_m = ctx.needs_input_grad[:4]
         direct = ctx.slot is not None
+        own = ctx.feedback.own_input_grad
         stride, padding, dilation, groups = ctx.conv
-        mask = [need_x and not direct, need_w or need_m, need_b]
+        mask = [need_x and not direct and not own, need_w or need_m, need_b]
         grad_x = grad_w = grad_b = None
         if any(mask):
             zeros = [0] * (x.dim() - 2)
@@ -148,9 +151,10 @@ class ConvFeedbackFn(Function):
                 grad, x.to(grad.dtype), matrix.to(grad.dtype), ctx.bias_sizes, stride, padding, dilation,
                 False, zeros, groups, mask,
             )
-        if need_x and direct:
+        if need_x and (direct or own):
             call = ConvCall(grad.shape[2:], matrix.shape[2:], stride, padding, dilation, groups)
-            grad_x = _direct_input_grad(ctx.feedback, ctx.slot, x.shape, call)
+            grad_x = (ctx.feedback.input_grad(grad, x.shape, call) if own
+                      else _direct_input_grad(ctx.feedback, ctx.slot, x.shape, call))
         nones = (None,) * 6
         return (grad_x, grad_w if need_w else None, grad_b, grad_w if need_m else None) + nones
 
@@ -170,6 +174,8 @@ def route(feedback, x: Tensor, weight: Tensor):
     if feedback.direct:
         return None, open_slot(feedback)
     follow(feedback, weight)
+    if feedback.own_input_grad:
+        return weight.detach(), None  # fills the fused conv call's weight slot; input_grad sends δ back
     matrix = feedback.matrix(weight)
     return None if matrix is None else (matrix, None)
 
@@ -196,3 +202,25 @@ def feedback_conv(x, weight, bias, feedback, stride, padding, dilation, groups) 
         return torch.convolution(x, weight, bias, stride, padding, dilation, False, zeros, groups)
     matrix, slot = routed
     return ConvFeedbackFn.apply(x, weight, bias, matrix, feedback, slot, stride, padding, dilation, groups)
+
+
+def locally_connected_input_grad(grad: Tensor, kernels: Tensor, x_shape: torch.Size, conv: ConvCall) -> Tensor:
+    """The input gradient of a Conv1d/2d whose kernel differs at every output position (a
+    locally connected layer's transpose): ``kernels`` is (L, C_out, C_in/groups·∏k), L the
+    number of output positions, grad (N, C_out, *out). Each position's error goes back through
+    its own kernel, cols[n, :, l] = kernels[l]ᵀ grad[n, :, l] (group by group), and the columns
+    are folded onto the input as the conv's unfold would have cut them."""
+    spatial = len(x_shape) - 2
+    if spatial not in (1, 2):
+        raise NotImplementedError("locally connected feedback supports Conv1d and Conv2d")
+    n, c_out, groups = grad.shape[0], grad.shape[1], conv.groups
+    per = kernels.shape[-1]
+    g = grad.reshape(n, groups, c_out // groups, -1)
+    k = kernels.to(grad.dtype).view(kernels.shape[0], groups, c_out // groups, per)
+    cols = torch.einsum("ngol,lgoc->ngcl", g, k).reshape(n, groups * per, -1)
+    def lift(t, first: int = 1) -> tuple:  # a Conv1d's geometry as a 2-D conv of height 1
+        return tuple(t) if spatial == 2 else (first, *t)
+
+    out = F.fold(cols, lift(x_shape[2:]), lift(conv.kernel), dilation=lift(conv.dilation),
+                 padding=lift(conv.padding, 0), stride=lift(conv.stride))
+    return out.view(x_shape)

@@ -16,6 +16,8 @@ classes and decorates its :class:`Rule` with :func:`alignlab.rules.register`:
   turn, never forming B·R (product feedback); default None: use ``matrix``.
 * ``observe(grad, matrix)`` — shown, in the backward, the error at the layer's output and the
   feedback tensor that call used (ldfa learns P from it); default: nothing.
+* ``own_input_grad = True`` and ``input_grad(grad, x_shape, conv)`` — the feedback computes the
+  layer's input gradient itself (fa's untied conv feedback: a kernel at every position).
 * ``direct = True`` and ``project(error, x_shape, conv)`` — the layer's input gradient
   is a projection of the network's output error (DFA); see :mod:`alignlab.nn.direct`.
 * ``weight_shape`` and ``resize(weight)`` — feedback that follows a weight of a new shape.
@@ -44,6 +46,7 @@ class Feedback(nn.Module):
     """
 
     direct: ClassVar[bool] = False  # True: the input gradient is ``project``'s, not δ·matrix
+    own_input_grad: ClassVar[bool] = False  # True: the input gradient is ``input_grad``'s (untied conv feedback)
     has_factors: ClassVar[bool] = False  # True: ``linear_factors`` may return (B, R)
     rule_name: str = ""
     layer: str = ""
@@ -84,6 +87,12 @@ class Feedback(nn.Module):
         :class:`alignlab.nn.functional.ConvCall` (output positions, kernel, stride, padding,
         dilation, groups)."""
         raise NotImplementedError(f"{self.rule_name}: project() is for direct feedback (direct = True)")
+
+    def input_grad(self, grad: Tensor, x_shape: torch.Size, conv=None) -> Tensor:
+        """Feedback with ``own_input_grad = True`` only: the layer's input gradient (shaped
+        ``x_shape``) from the error ``grad`` at its output, computed by the feedback itself (an
+        independent kernel at every conv position); ``conv`` as for :meth:`project`."""
+        raise NotImplementedError(f"{self.rule_name}: input_grad() is for feedback with own_input_grad = True")
 
     def linear_factors(self, rows: int, weight: Tensor) -> tuple[Tensor, Tensor] | None:
         """(B, R) when a Linear call with ``rows`` input rows should send errors through B,
