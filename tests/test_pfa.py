@@ -34,7 +34,7 @@ def test_registered_with_the_papers_defaults():
     assert "pfa" in alignlab.rules.available()
     rule = alignlab.rules.get("pfa")
     assert isinstance(rule, PFA)
-    assert rule.options() == {"k": 10, "init_b": "random", "init_r": "xavier"}
+    assert rule.options() == {"k": 10, "init_b": "random", "init_r": "xavier", "b_conn_density": 1.0}
 
 
 @pytest.mark.parametrize("options, message", [
@@ -44,7 +44,16 @@ def test_registered_with_the_papers_defaults():
     ({"init_b": "ortho"}, r"init_b='ortho' is not valid; choose one of 'random', 'orthogonal', 'identity'"),
     ({"init_r": "normal"}, r"init_r='normal' is not valid; choose one of 'kaiming', 'xavier'"),
     ({"init_b": "identity"}, r"init_b='identity' needs k=1 \(B = I\); got k=10"),
-    ({"init": "xavier"}, r"unknown option 'init' for rule 'pfa'; valid options: k, init_b, init_r"),
+    ({"init": "xavier"}, r"unknown option 'init' for rule 'pfa'; valid options: k, init_b, init_r, b_conn_density"),
+    ({"b_conn_density": 0}, r"rule 'pfa': b_conn_density=0 is not valid; give a number in \(0, 1\]"),
+    ({"b_conn_density": 1.5}, r"b_conn_density=1.5 is not valid"),
+    ({"b_conn_density": -0.1}, r"b_conn_density=-0.1 is not valid"),
+    ({"b_conn_density": float("nan")}, r"b_conn_density=nan is not valid"),
+    ({"b_conn_density": True}, r"b_conn_density=True is not valid"),
+    ({"b_conn_density": "0.5"}, r"b_conn_density='0.5' is not valid"),
+    ({"b_conn_density": 0.5, "init_b": "orthogonal"},
+     r"b_conn_density=0.5 needs init_b='random' \(a sparse B is neither I nor orthonormal\); got init_b='orthogonal'"),
+    ({"b_conn_density": 0.5, "k": 1, "init_b": "identity"}, r"b_conn_density=0.5 needs init_b='random'"),
 ])
 def test_bad_options_are_one_line_value_errors(options, message):
     with pytest.raises(ValueError, match=message) as info:
@@ -254,3 +263,164 @@ def test_angle_between_br_and_w_falls_during_training():
         assert abs(end[name]["angle"] - by_hand) < 1e-2, (name, end[name], by_hand)
     assert all(80 < s["angle"] < 100 for s in start.values()), start
     assert all(end[n]["angle"] < 0.4 * start[n]["angle"] for n in start), (start, end)
+
+
+# --- sparse feedback: b_conn_density -------------------------------------------------------
+
+
+def test_dense_default_draws_exactly_what_it_drew_before():
+    """b_conn_density=1 (the default, or given as 1 or 1.0) draws nothing more: same B, R, keys."""
+    built = []
+    for options in ({}, {"b_conn_density": 1.0}, {"b_conn_density": 1}):
+        torch.manual_seed(0)
+        built.append(pfa(nn.Sequential(nn.Linear(9, 7), nn.Conv2d(7, 4, 3)), **options))
+    for model in built[1:]:
+        assert model.state_dict().keys() == built[0].state_dict().keys()
+        for key, value in built[0].state_dict().items():
+            assert torch.equal(model.state_dict()[key], value), key
+    assert not any("R_mask" in key for key in built[0].state_dict())
+    assert all(fb.R_mask is None for _, _, fb in alignlab.converted_layers(built[0]))
+
+
+def test_dense_default_leaves_the_rng_where_it_was():
+    torch.manual_seed(0)
+    pfa(nn.Sequential(nn.Linear(9, 7)))
+    after_default = torch.rand(5)
+    torch.manual_seed(0)
+    pfa(nn.Sequential(nn.Linear(9, 7)), b_conn_density=1.0)
+    assert torch.equal(torch.rand(5), after_default)
+
+
+def test_sparse_b_and_r_keep_a_fraction_d_of_their_entries_and_b_is_rescaled():
+    """The authors: B ~ xavier_uniform(gain=√((1+1/k)/(2d))) = U(±√(3/(d·k·N_out))), then
+    B ⊙ (rand < d) and R ⊙ (rand < d), independent masks over every entry; R not rescaled."""
+    torch.manual_seed(0)
+    d, n_out, n_in, k = 0.2, 100, 80, 10
+    layer = pfa(nn.Sequential(nn.Linear(n_in, n_out)), b_conn_density=d)[0]
+    fb = layer.feedback
+    B, R, mask = fb.B, fb.R.detach(), fb.R_mask
+    assert B.shape == (n_out, k * n_out) and R.shape == (k * n_out, n_in)
+    assert abs((B != 0).float().mean().item() - d) < 0.01  # 100 000 entries: σ ≈ 0.0013
+    assert abs((R != 0).float().mean().item() - d) < 0.01  # 80 000 entries
+    rows = (B != 0).float().mean(1)  # per entry, not a fixed count per row
+    assert rows.min() < d - 0.02 and rows.max() > d + 0.02
+    bound_b = math.sqrt(3 / (d * k * n_out))  # the kept entries, rescaled by 1/√d
+    assert bound_b * 0.98 < B.abs().max() <= bound_b
+    kept = B[B != 0]
+    assert abs(kept.pow(2).mean().item() - bound_b ** 2 / 3) < 0.03 * bound_b ** 2 / 3
+    BBt = B @ B.T  # E[B Bᵀ] = I still
+    assert abs(BBt.diagonal().mean() - 1) < 0.03
+    bound_r = math.sqrt(6 / (k * n_out + n_in))  # R kept as xavier drew it, no rescaling
+    assert bound_r * 0.98 < R.abs().max() <= bound_r
+    assert mask.dtype == torch.bool and torch.equal(mask, R != 0)
+    assert dict(layer.named_buffers())["feedback.R_mask"] is mask and "feedback.R_mask" in layer.state_dict()
+    torch.testing.assert_close(fb.matrix(layer.weight), B @ R)
+    assert "R_mask=(1000, 80)" in repr(fb)
+
+
+def test_sparse_conv_feedback_masks_every_entry_within_its_groups():
+    torch.manual_seed(0)
+    d = 0.3
+    layer = pfa(nn.Sequential(nn.Conv2d(8, 16, 3, groups=2)), k=4, b_conn_density=d)[0]
+    fb = layer.feedback
+    assert fb.B.shape == (16, 32) and fb.R.shape == (64, 4, 3, 3) and fb.groups == 2
+    assert abs((fb.B != 0).float().mean().item() - d) < 0.1
+    assert abs((fb.R != 0).float().mean().item() - d) < 0.05  # kernel entries masked one by one
+    assert torch.equal(fb.R_mask, fb.R.detach() != 0)
+    assert fb.B.abs().max() <= math.sqrt(3 / (d * 32))
+    x = torch.randn(2, 8, 6, 6)
+    out = F.conv2d(x, fb.matrix(layer.weight), groups=2)
+    two_stage = F.conv2d(F.conv2d(x, fb.R.detach(), groups=2), fb.B[..., None, None], groups=2)
+    torch.testing.assert_close(out.detach(), two_stage, atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize("n_out", [40, 4], ids=["two-stage route", "product route"])
+def test_sparse_r_gets_masked_gradients_on_both_routes(n_out):
+    torch.manual_seed(0)
+    layer = pfa(nn.Sequential(nn.Linear(6, n_out)), b_conn_density=0.25)[0]
+    fb = layer.feedback
+    x = torch.randn(5, 6, requires_grad=True)
+    g = torch.randn(5, n_out)
+    y = layer(x)
+    route = "LinearProductFnBackward" if n_out == 40 else "LinearFeedbackFnBackward"
+    assert type(y.grad_fn).__name__ == route
+    y.backward(g)
+    B, R, mask = fb.B, fb.R.detach(), fb.R_mask
+    torch.testing.assert_close(layer.weight.grad, g.T @ x.detach())  # W's update: the true local one
+    torch.testing.assert_close(fb.R.grad, mask * (B.T @ layer.weight.grad), atol=1e-5, rtol=1e-5)
+    assert torch.equal(fb.R.grad[~mask], torch.zeros_like(fb.R.grad[~mask]))
+    torch.testing.assert_close(x.grad, g @ (B @ R), atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize("optimizer", ["sgd", "adam", "adamw"])
+def test_missing_connections_stay_missing_while_training(optimizer):
+    torch.manual_seed(0)
+    model = pfa(small_cnn(), k=2, b_conn_density=0.3)
+    layers = alignlab.converted_layers(model)
+    before = {name: (fb.B.clone(), fb.R_mask.clone()) for name, _, fb in layers}
+    opt = build_optimizer(model, optimizer, 1e-2, weight_decay=0.1, **({"momentum": 0.9} if optimizer == "sgd" else {}))
+    x, y = bars_task(64)
+    for _ in range(5):
+        opt.zero_grad()
+        F.cross_entropy(model(x), y).backward()
+        opt.step()
+    for name, _, fb in layers:
+        B, mask = before[name]
+        assert torch.equal(fb.B, B) and torch.equal(fb.R_mask, mask)  # both fixed
+        R = fb.R.detach()
+        assert torch.equal(R[~mask], torch.zeros_like(R[~mask])) and (R[mask] != 0).all()
+
+
+def test_sparse_feedback_state_dict_round_trip():
+    torch.manual_seed(0)
+    a = pfa(mlp(), b_conn_density=0.2)
+    torch.manual_seed(1)
+    b = pfa(mlp(), b_conn_density=0.2)
+    b.load_state_dict(a.state_dict())  # the masks travel with the checkpoint
+    buffer = io.BytesIO()
+    torch.save(a.state_dict(), buffer)
+    buffer.seek(0)
+    saved = torch.load(buffer, weights_only=True)
+    for (_, _, fa_), (_, _, fb_) in zip(alignlab.converted_layers(a), alignlab.converted_layers(b)):
+        assert torch.equal(fa_.R_mask, fb_.R_mask) and torch.equal(fa_.B, fb_.B)
+    assert all(saved[key].dtype == torch.bool for key in saved if key.endswith("R_mask"))
+
+
+def test_sparse_feedback_resizes_with_the_same_density():
+    torch.manual_seed(0)
+    d, k = 0.2, 10
+    layer = pfa(nn.Sequential(nn.Linear(30, 60)), b_conn_density=d)[0]
+    old_B, old_R, old_mask = layer.feedback.B.clone(), layer.feedback.R.detach().clone(), layer.feedback.R_mask.clone()
+    layer.weight = nn.Parameter(torch.randn(120, 40))
+    layer.bias = nn.Parameter(torch.zeros(120))
+    with pytest.warns(UserWarning, match="resized from \\(60, 30\\) to \\(120, 40\\)"):
+        layer(torch.randn(200, 40)).sum().backward()
+    fb = layer.feedback
+    B, R, mask = fb.B, fb.R.detach(), fb.R_mask
+    assert B.shape == (120, 1200) and R.shape == (1200, 40) and mask.shape == (1200, 40)
+    assert torch.equal(B[:60, :600], old_B)  # old rows keep their units
+    assert torch.equal(B[:60, 600:], torch.zeros(60, 600)) and torch.equal(B[60:, :600], torch.zeros(60, 600))
+    new = B[60:, 600:]  # the new block: the same density and scale as at conversion
+    assert abs((new != 0).float().mean().item() - d) < 0.015
+    assert new.abs().max() <= math.sqrt(3 / (d * k * 60))
+    assert torch.equal(mask[:600, :30], old_mask) and torch.equal(R[:600, :30], old_R)
+    assert abs(mask[600:].float().mean().item() - d) < 0.02 and abs(mask[:600, 30:].float().mean().item() - d) < 0.04
+    assert torch.equal(mask, R != 0)
+    assert torch.equal(fb.R.grad[~mask], torch.zeros_like(fb.R.grad[~mask]))
+
+
+def test_sparse_feedback_still_aligns_b_r_with_w():
+    torch.manual_seed(0)
+    model = pfa(mlp(), b_conn_density=0.5)  # slower than dense (~20° after 150 steps): ~30–55°
+    opt = torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9, weight_decay=3e-2)
+    x, y = torch.randn(256, 10), torch.randint(0, 4, (256,))
+    start = weight_alignment(model)
+    for _ in range(150):
+        opt.zero_grad()
+        nn.functional.cross_entropy(model(x), y).backward()
+        opt.step()
+    end = weight_alignment(model)
+    for name, layer, fb in alignlab.converted_layers(model):  # the diagnostic: ∠(B·(R ⊙ mask), W)
+        by_hand = angle(fb.B @ (fb.R.detach() * fb.R_mask), layer.weight.detach())
+        assert abs(end[name]["angle"] - by_hand) < 1e-2, (name, end[name], by_hand)
+    assert all(end[n]["angle"] < 0.7 * start[n]["angle"] for n in start), (start, end)

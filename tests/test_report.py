@@ -302,7 +302,9 @@ CKA = {"probe": "first 512 test images <i>", "debiased": True,
                   "mlp": {"fa": {"0": 0.9}}}}
 DIAG_TITLES = ["Learning curves", "Final test accuracy", "Time per epoch",
                "Gradient angle to BP per layer over training",
+               "Feedback-weight angle ∠(B,W) per layer over training",
                "Effective rank of error signals per layer over training", "CKA to BP per layer"]
+WALIGN_HEADER = "final ∠(B,W) (°, mean over layers)"
 
 
 def diagnostics_line(rule: str, step: int, angles: list, eranks: list) -> dict:
@@ -353,24 +355,25 @@ def figure_titles(html: str) -> list[str]:
     return re.findall(r'<img alt="([^:"]*):', html)
 
 
-def test_table_gains_final_angle_and_erank_columns(diag_lab):
+def test_table_gains_final_angle_walign_and_erank_columns(diag_lab):
     header = next(line for line in diag_lab["md_text"].splitlines() if line.startswith("| dataset"))
     assert header.endswith("| time/epoch (s) | final angle to BP (°, mean over layers) "
-                           "| final erank δ (mean over layers) |")
+                           f"| {WALIGN_HEADER} | final erank δ (mean over layers) |")
     rows = {row[2]: row for row in table_rows(diag_lab["md_text"])}
     assert list(rows) == ["bp", "fa", "dfa"]
     # fa: seed 0 ends at (60 + 40) / 2 = 50 (its earlier duplicate of step 938 is replaced),
     # seed 1 at (62 + 30) / 2 = 46 (its half-written step 1407 is skipped): mean 48.
     # erank δ: (5 + 3) / 2 = 4 and (7 + 2) / 2 = 4.5: mean 4.25.
-    assert rows["fa"][7:] == ["48.00", "4.25"]
-    # bp: angles all 0; erank δ (9 + 4) / 2 = 6.5 and (8 + 5) / 2 = 6.5
-    assert rows["bp"][7:] == ["0.00", "6.50"]
-    assert rows["dfa"][7:] == ["n/a", "n/a"]  # an older run with no diagnostics.jsonl
+    # ∠(B, W): 80 in every fa line.
+    assert rows["fa"][7:] == ["48.00", "80.00", "4.25"]
+    # bp: angles all 0, no walign in these lines; erank δ (9 + 4) / 2 = 6.5 and (8 + 5) / 2 = 6.5
+    assert rows["bp"][7:] == ["0.00", "n/a", "6.50"]
+    assert rows["dfa"][7:] == ["n/a", "n/a", "n/a"]  # an older run with no diagnostics.jsonl
     assert rows["dfa"][4] == "75.00 ± n/a"
     for rule in ("fa", "bp"):
         finals = [sum(ANGLES[rule, s][-1]) / len(LAYERS) for s in (0, 1)]
         assert float(rows[rule][7]) == pytest.approx(sum(finals) / 2)
-    assert '<td class="num">48.00</td><td class="num">4.25</td>' in diag_lab["html_text"]
+    assert '<td class="num">48.00</td><td class="num">80.00</td><td class="num">4.25</td>' in diag_lab["html_text"]
 
 
 def test_malformed_diagnostics_lines_are_skipped_with_warnings(diag_lab):
@@ -388,7 +391,7 @@ def test_new_figures_are_embedded_in_order(diag_lab):
     html = diag_lab["html_text"]
     assert figure_titles(html) == DIAG_TITLES
     images = re.findall(r'src="data:image/png;base64,([^"]*)"', html)
-    assert len(images) == 6  # 3 as before + angles, eranks, CKA
+    assert len(images) == 7  # 3 as before + angles, ∠(B, W), eranks, CKA
     for encoded in images:
         assert base64.b64decode(encoded, validate=True).startswith(PNG_MAGIC)
     assert "<i>" not in html and "<script" not in html
@@ -473,15 +476,105 @@ def test_cka_grid_orders_rules_and_marks_missing_layers():
 def test_cka_argument_overrides_the_file_and_bad_files_are_ignored(diag_lab, tmp_path):
     bp = diag_lab["dirs"][:1]  # bp alone: its angles are all 0, so no angle figure either
     html_path, _ = write_report(bp, diag_lab["root"], cka={})  # overrides the file: no heatmap
-    assert figure_titles(html_path.read_text()) == DIAG_TITLES[:3] + DIAG_TITLES[4:5]
+    assert figure_titles(html_path.read_text()) == DIAG_TITLES[:3] + DIAG_TITLES[5:6]
     dirs = diag_lab["dirs"][2:3]  # fa seed 0
     (tmp_path / "cka.json").write_text('{"values": {"lenet": ')
     with pytest.warns(UserWarning, match=r"cka\.json: ignoring"):
         html_path, _ = write_report(dirs, tmp_path)
-    assert figure_titles(html_path.read_text()) == DIAG_TITLES[:5]
+    assert figure_titles(html_path.read_text()) == DIAG_TITLES[:6]
     with warnings.catch_warnings():
         warnings.simplefilter("error")  # the unreadable cka.json is not even read
         html_path, _ = write_report(dirs, tmp_path, cka=CKA)
     assert figure_titles(html_path.read_text()) == DIAG_TITLES
     with pytest.raises(ValueError, match="values"):
         write_report(dirs, tmp_path / "bad", cka={"lenet": {"fa": {"0": 1.0}}})
+
+
+# --- path alignment: ∠(B, W) per layer (walign/L), for pfa ∠(B·R, W) ----------------------------
+
+# Per (rule, seed): per measurement, ∠(B, W) of each layer as alignlab.diagnostics.probe writes
+# it (bp: B = W, so 0; dfa, a direct rule, has none).
+WALIGNS = {("pfa", 0): [[90.0, 88.0], [40.0, 30.0], [20.0, 10.0]],
+           ("pfa", 1): [[91.0, 89.0], [44.0, 36.0], [24.0, 14.0]],
+           ("kp", 0): [[89.0, 90.0], [10.0, 8.0], [4.0, 2.0]],
+           ("bp", 0): [[0.0, 0.0]] * 3}
+
+
+def walign_lines(rule: str, seed: int) -> list[dict]:
+    lines = []
+    for index, step in enumerate(STEPS):
+        line = {"step": step, "epoch": step // 469}
+        line.update({f"angle/{layer}": 0.0 if rule == "bp" else 70.0 - 10 * index + i
+                     for i, layer in enumerate(LAYERS)})
+        if (rule, seed) in WALIGNS:
+            line.update({f"walign/{layer}": a for layer, a in zip(LAYERS, WALIGNS[rule, seed][index])})
+            line.update({f"wnorm/{layer}": 1.0 for layer in LAYERS})
+        line.update({f"erank/delta/{layer}": 5.0 for layer in LAYERS})
+        lines.append(line)
+    return lines
+
+
+@pytest.fixture(scope="module")
+def path_lab(tmp_path_factory) -> dict:
+    """bp, pfa x 2 seeds, kp and dfa, all with diagnostics; all but dfa measured ∠(B, W)."""
+    root = tmp_path_factory.mktemp("path")
+    dirs = []
+    for rule, seed in (("bp", 0), ("pfa", 0), ("pfa", 1), ("kp", 0), ("dfa", 0)):
+        run_dir = make_run(root, f"lenet-{rule}-s{seed}", rule, seed, [0.5, 0.6, 0.7])
+        text = "".join(json.dumps(line) + "\n" for line in walign_lines(rule, seed))
+        (run_dir / "diagnostics.jsonl").write_text(text)
+        dirs.append(run_dir)
+    html_path, md_path = write_report(dirs, root / "report")
+    return {"dirs": dirs, "html_text": html_path.read_text(), "md_text": md_path.read_text()}
+
+
+def test_path_alignment_column_sits_next_to_the_update_angle(path_lab):
+    header = next(line for line in path_lab["md_text"].splitlines() if line.startswith("| dataset"))
+    assert header.endswith(f"| final angle to BP (°, mean over layers) | {WALIGN_HEADER} "
+                           "| final erank δ (mean over layers) |")
+    rows = {row[2]: row for row in table_rows(path_lab["md_text"])}
+    assert list(rows) == ["bp", "pfa", "kp", "dfa"]
+    # pfa: last measurement (20 + 10) / 2 = 15 and (24 + 14) / 2 = 19, mean 17; angle (50 + 51) / 2
+    assert rows["pfa"][7:] == ["50.50", "17.00", "5.00"]
+    assert rows["kp"][8] == "3.00"  # (4 + 2) / 2
+    assert rows["bp"][7:9] == ["0.00", "0.00"]
+    assert rows["dfa"][7:] == ["50.50", "n/a", "5.00"]  # a direct rule: no ∠(B, W)
+    for seeds, row in (((0, 1), rows["pfa"]), ((0,), rows["kp"])):
+        rule = row[2]
+        finals = [sum(WALIGNS[rule, s][-1]) / len(LAYERS) for s in seeds]
+        assert float(row[8]) == pytest.approx(sum(finals) / len(finals))
+    assert '<td class="num">50.50</td><td class="num">17.00</td><td class="num">5.00</td>' in path_lab["html_text"]
+
+
+def test_report_says_what_the_path_alignment_column_is(path_lab):
+    note = next(line for line in path_lab["md_text"].splitlines() if line.startswith("∠(B,W) is"))
+    assert "for pfa the path alignment ∠(B·R, W)" in note and "for kp" in note and "B–W angle" in note
+    assert "for pfa the path alignment ∠(B·R, W)" in path_lab["html_text"]
+
+
+def test_path_alignment_panels_one_per_rule_with_a_line_per_layer(path_lab):
+    from alignlab.report.groups import sections
+    from alignlab.report.plots import rule_colors, walign_curves
+
+    assert figure_titles(path_lab["html_text"]) == DIAG_TITLES[:6]  # no cka.json here
+    runs = [load_run(d) for d in path_lab["dirs"]]
+    (section,) = sections(group_runs(runs))
+    figure = walign_curves(section, rule_colors(["bp", "pfa", "kp", "dfa"]))
+    panels = visible_axes(figure)
+    assert [ax.get_title() for ax in panels] == ["pfa, n=2", "kp, n=1"]  # bp (B = W) and dfa left out
+    *layers, ninety = panels[0].get_lines()
+    assert list(layers[0].get_xdata()) == STEPS
+    assert list(layers[0].get_ydata()) == pytest.approx([90.5, 42.0, 22.0])  # mean over the two seeds
+    assert list(layers[1].get_ydata()) == pytest.approx([88.5, 33.0, 12.0])
+    assert list(ninety.get_ydata()) == [90, 90] and ninety.get_linestyle() == "--"
+    assert [t.get_text() for t in figure.legends[0].get_texts()] == LAYERS
+    assert "∠(B·R, W)" in figure.get_suptitle()
+
+
+def test_no_walign_measured_means_no_column_note_or_panel(path_lab, tmp_path):
+    html_path, md_path = write_report(path_lab["dirs"][4:], tmp_path)  # dfa alone
+    markdown = md_path.read_text()
+    header = next(line for line in markdown.splitlines() if line.startswith("| dataset"))
+    assert header.endswith("| final angle to BP (°, mean over layers) | final erank δ (mean over layers) |")
+    assert "∠(B,W)" not in markdown and "∠(B,W)" not in html_path.read_text()
+    assert figure_titles(html_path.read_text()) == DIAG_TITLES[:4] + DIAG_TITLES[5:6]

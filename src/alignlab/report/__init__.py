@@ -9,8 +9,11 @@ mean ± sample std over its seeds. Plots are matplotlib PNGs embedded in the pag
 is imported only when a report is written.
 
 Runs with ``diagnostics.jsonl`` add per-layer plots of the gradient angle to BP and of the
-effective rank of the error signals, and two table columns; a ``cka.json`` in the output
-folder (a compare folder) adds a heatmap of each rule's CKA to BP per layer.
+effective rank of the error signals, and two table columns; runs that measured the angle
+between feedback and forward weights (``walign/L``: ∠(B, W), for pfa the path alignment
+∠(B·R, W)) add a third column, next to the angle to BP, and its per-layer plot. A
+``cka.json`` in the output folder (a compare folder) adds a heatmap of each rule's CKA to BP
+per layer.
 """
 
 from __future__ import annotations

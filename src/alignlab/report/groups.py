@@ -16,6 +16,9 @@ TEST_LOSS = "test_loss"
 EPOCH_TIME = "epoch_time"
 ANGLE = "angle"  # diagnostics.jsonl: degrees between the rule's weight update and BP's gradient
 ERANK_DELTA = "erank/delta"  # diagnostics.jsonl: effective rank of the error signals
+# diagnostics.jsonl: degrees between the feedback matrix and W, ∠(B, W) (pfa: B·R, the path
+# alignment ∠(B·R, W)); every rule whose feedback is shaped like W has it (bp: 0), dfa none
+WALIGN = "walign"
 
 
 @dataclass(frozen=True)
@@ -86,6 +89,10 @@ class Group:
     def has_diagnostics(self) -> bool:
         """True when any run of the group has a diagnostics measurement."""
         return any(run.diagnostics for run in self.runs)
+
+    def has_diagnostic(self, metric: str) -> bool:
+        """True when any run of the group measured ``metric`` for some layer."""
+        return any(run.diagnostic_measurements(metric) for run in self.runs)
 
     @property
     def is_bp(self) -> bool:

@@ -17,7 +17,7 @@ import textwrap
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Callable, Mapping
 
-from .groups import (ANGLE, EPOCH_TIME, ERANK_DELTA, TEST_ACC, TEST_LOSS, TRAIN_LOSS, Group,
+from .groups import (ANGLE, EPOCH_TIME, ERANK_DELTA, TEST_ACC, TEST_LOSS, TRAIN_LOSS, WALIGN, Group,
                      Section, Stat, curve, layer_curves, layer_order)
 
 if TYPE_CHECKING:
@@ -101,6 +101,16 @@ def angle_curves(section: Section, colors: Colors) -> "Figure | None":
                          "gradient angle to BP per layer", reference=90.0)
 
 
+def walign_curves(section: Section, colors: Colors) -> "Figure | None":
+    """Per rule other than bp (whose feedback is W), one panel: each layer's angle between its
+    feedback matrix and W against step, mean over seeds; 90° dashed. For pfa this is the path
+    alignment ∠(B·R, W), for kp the B–W angle; direct rules (dfa) have none."""
+    groups = [group for group in section.groups if not group.is_bp]
+    return _layer_panels(section, groups, WALIGN, "∠(B, W) (°)",
+                         "angle between feedback and forward weights per layer, ∠(B, W) (pfa: ∠(B·R, W))",
+                         reference=90.0)
+
+
 def erank_curves(section: Section, colors: Colors) -> "Figure | None":
     """Per rule (bp included, as the reference), one panel: each layer's effective rank of the
     error signals against step, mean over seeds."""
@@ -146,6 +156,7 @@ PLOTS: list[Plot] = [
     Plot("Final test accuracy", final_accuracy_bars),
     Plot("Time per epoch", epoch_time_bars),
     Plot("Gradient angle to BP per layer over training", angle_curves),
+    Plot("Feedback-weight angle ∠(B,W) per layer over training", walign_curves),
     Plot("Effective rank of error signals per layer over training", erank_curves),
     Plot("CKA to BP per layer", cka_heatmap),
 ]

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import html
 
-from .groups import ANGLE, ERANK_DELTA, TEST_ACC, Group, Section, Stat, epochs_reached
+from .groups import ANGLE, ERANK_DELTA, TEST_ACC, WALIGN, Group, Section, Stat, epochs_reached
 from .plots import PLOTS, Colors, figure_png_base64
 from .runs import Run
 
@@ -13,6 +13,12 @@ COLUMNS = ("dataset", "model", "rule", "seeds", "test acc % (mean ± std)", "bes
            "time/epoch (s)")
 # Added to COLUMNS when any run of the report has diagnostics.jsonl; "n/a" for groups without.
 DIAGNOSTIC_COLUMNS = ("final angle to BP (°, mean over layers)", "final erank δ (mean over layers)")
+# Put after the angle column when any run measured ∠(B, W) (walign/L); "n/a" for groups without.
+WALIGN_COLUMN = "final ∠(B,W) (°, mean over layers)"
+WALIGN_NOTE = ("∠(B,W) is the angle between each layer's feedback matrix and its forward weight W at the "
+               "last measurement, averaged over layers: for pfa the path alignment ∠(B·R, W), for ldfa "
+               "∠(PᵀQ, W), for kp (and fa, usf, ...) the B–W angle, 0 for bp; dfa (direct feedback) "
+               "has none.")
 
 STYLE = """
 body { font-family: system-ui, -apple-system, "Segoe UI", Helvetica, Arial, sans-serif;
@@ -56,9 +62,18 @@ def with_diagnostics(groups: list[Group]) -> bool:
     return any(group.has_diagnostics for group in groups)
 
 
+def with_walign(groups: list[Group]) -> bool:
+    """True when the table gets the ∠(B, W) column: some run measured ``walign/L``."""
+    return any(group.has_diagnostic(WALIGN) for group in groups)
+
+
 def table_columns(groups: list[Group]) -> tuple[str, ...]:
-    """The summary table's header: ``COLUMNS``, plus ``DIAGNOSTIC_COLUMNS`` when there are any."""
-    return COLUMNS + DIAGNOSTIC_COLUMNS if with_diagnostics(groups) else COLUMNS
+    """The summary table's header: ``COLUMNS``, plus ``DIAGNOSTIC_COLUMNS`` when there are any,
+    with ``WALIGN_COLUMN`` after the angle column when some run has it."""
+    if not with_diagnostics(groups):
+        return COLUMNS
+    angle, erank = DIAGNOSTIC_COLUMNS
+    return COLUMNS + ((angle, WALIGN_COLUMN, erank) if with_walign(groups) else (angle, erank))
 
 
 def mean_or_na(stat: Stat) -> str:
@@ -72,11 +87,12 @@ def table_rows(groups: list[Group]) -> list[list[str]]:
     The diagnostics cells are each counted run's last measurement averaged over its layers,
     then averaged over the runs.
     """
-    diagnostics = with_diagnostics(groups)
+    diagnostics, walign = with_diagnostics(groups), with_walign(groups)
     rows = []
     for group in groups:
         time = group.epoch_time
         extra = ([mean_or_na(group.final_diagnostic(ANGLE)),
+                  *([mean_or_na(group.final_diagnostic(WALIGN))] if walign else []),
                   mean_or_na(group.final_diagnostic(ERANK_DELTA))] if diagnostics else [])
         rows.append([
             group.dataset,
@@ -128,6 +144,8 @@ def render_markdown(title: str, generated: str, groups: list[Group], runs: list[
     lines.append("|" + "|".join("---" if i < 4 else "---:" for i in range(len(columns))) + "|")
     for row in table_rows(groups):
         lines.append("| " + " | ".join(markdown_cell(cell) for cell in row) + " |")
+    if with_diagnostics(groups) and with_walign(groups):
+        lines += ["", markdown_cell(WALIGN_NOTE)]
     lines += ["", markdown_cell(unfinished_line(runs)), ""]
     return "\n".join(lines)
 
@@ -187,7 +205,9 @@ def render_html(title: str, generated: str, groups: list[Group], parts: list[Sec
         "where a rule has no finished run."
         + (" Angles to BP and effective ranks of the error signals are each run's last "
            "diagnostics measurement averaged over layers, then over seeds." if with_diagnostics(groups)
-           else "") + "</p>",
+           else "")
+        + (" " + html.escape(WALIGN_NOTE) if with_diagnostics(groups) and with_walign(groups) else "")
+        + "</p>",
         "<h2>Summary</h2>",
         html_table(table_columns(groups), table_rows(groups), numeric_from=3,
                    row_classes=["unfinished" if group.partial else "" for group in groups]),
