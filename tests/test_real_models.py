@@ -305,7 +305,7 @@ def test_dfa_without_an_output_tensor_is_a_one_line_error():
 
 
 def test_output_option_needs_a_direct_rule():
-    with pytest.raises(ValueError, match=r"output= tells a direct rule \(dfa\) where the output error is; rule 'fa'"):
+    with pytest.raises(ValueError, match=r"output= tells a direct-feedback rule where the output error is; rule 'fa'"):
         alignlab.convert(nn.Sequential(nn.Linear(2, 2)), "fa", output="logits")
     with pytest.raises(ValueError, match=r"output=3.5 is not valid; give a key, an index or a function"):
         alignlab.convert(nn.Sequential(nn.Linear(2, 2)), "dfa", output=3.5)
