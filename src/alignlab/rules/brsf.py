@@ -17,6 +17,9 @@ Options
 -------
 init : a, the bound of |R|, as for FA's B: ``"kaiming"`` (default) 1/√fan_in, ``"xavier"``
     √(6/(fan_in+fan_out)).
+constrain_weights : if True, W is rescaled in place to the Frobenius norm it had at
+    conversion, once per step before the forward uses it (BioTorch's option); R is drawn for
+    the rescaled W.
 
 Sources, choices and measurements: docs/rules.md#brsf
 """
@@ -28,7 +31,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from .base import Feedback, RandomInitRule, init_bound, new_seed
+from .base import BOOLS, Feedback, RandomInitRule, check_choice, init_bound, new_seed, resize_norm
 from .registry import register
 from .sign import SignFeedback
 
@@ -53,8 +56,8 @@ def draw_magnitudes(out: Tensor, bound: float, generator: torch.Generator) -> Te
 
 
 class ResampledSignFeedback(SignFeedback):
-    def __init__(self, weight: Tensor, init: str, seed: int) -> None:
-        super().__init__()
+    def __init__(self, weight: Tensor, init: str, seed: int, constrain_weights: bool = False) -> None:
+        super().__init__(weight if constrain_weights else None)
         self.init = init
         self.bound = init_bound(weight, init)
         self.register_buffer("seed", torch.tensor(seed, dtype=torch.int64))
@@ -73,6 +76,7 @@ class ResampledSignFeedback(SignFeedback):
         R = torch.empty(weight.shape, dtype=self.R.dtype, device=self.R.device)
         self.R = draw_magnitudes(R, self.bound, self.draw_generator())
         self.drawn_for = fingerprint(weight)
+        resize_norm(self, weight)
 
     def draw_generator(self) -> torch.Generator:
         """A CPU generator for the next draw; advances ``step``."""
@@ -94,6 +98,11 @@ class BRSF(RandomInitRule):
     """brSF: B = |R| ⊙ sign(W), R redrawn each step."""
 
     name = "brsf"
+    constrain_weights: bool = False  # hold ‖W‖_F at its value at conversion (BioTorch)
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        check_choice(self.name, "constrain_weights", self.constrain_weights, BOOLS)
 
     def feedback(self, weight: Tensor, groups: int = 1) -> Feedback:
-        return ResampledSignFeedback(weight, self.init, new_seed())
+        return ResampledSignFeedback(weight, self.init, new_seed(), self.constrain_weights)

@@ -12,23 +12,39 @@ import math
 import torch
 from torch import Tensor
 
-from .base import Feedback, StepCache, fan_in_out
+from .base import Feedback, StepCache, constrain_norm, fan_in_out, hold_norm
 
-SCALES = ("rms", "xavier")
+SCALES = ("rms", "xavier", "kaiming", "spectral")
 
 
 def check_scale(rule: str, scale) -> None:
-    """``scale`` must be "rms", "xavier" or a positive number."""
+    """``scale`` must be one of :data:`SCALES` or a positive number."""
     ok = scale in SCALES or (isinstance(scale, (int, float)) and not isinstance(scale, bool) and scale > 0)
     if not ok:
-        raise ValueError(f"rule {rule!r}: scale={scale!r} is not valid; choose 'rms', 'xavier' or a positive number")
+        raise ValueError(f"rule {rule!r}: scale={scale!r} is not valid; choose 'rms', 'xavier', 'kaiming', "
+                         "'spectral' or a positive number")
+
+
+def spectral_norm(t: Tensor) -> Tensor:
+    """The largest singular value of ``t`` seen as a matrix (rows: dim 0; a conv kernel
+    (out, in, *k) as (out, in·∏k), as ``torch.nn.utils.spectral_norm`` sees it), computed
+    exactly (singular values) in at least float32."""
+    m = t.reshape(t.shape[0], -1)
+    if m.dtype not in (torch.float32, torch.float64):
+        m = m.float()
+    with torch.autocast(m.device.type, enabled=False):
+        return torch.linalg.matrix_norm(m, ord=2)
 
 
 def sign_scale(weight: Tensor, scale) -> Tensor | float:
     """The factor s in B = s·sign(W).
 
     ``"rms"``: s = ‖W‖_F / √numel(W), so ‖B‖_F = ‖W‖_F (when no entry of W is 0);
-    ``"xavier"``: s = √(2/(fan_in+fan_out)) (Xiao, Chen, Liao & Poggio 2018; BioTorch);
+    ``"xavier"``: s = √(2/(fan_in+fan_out)), the standard deviation of Glorot's uniform init
+    (Xiao, Chen, Liao & Poggio 2018; BioTorch's uSF with init "xavier");
+    ``"kaiming"``: s = 1/√(3·fan_in), the standard deviation of PyTorch's default
+    U(±1/√fan_in) (BioTorch's uSF with init "kaiming");
+    ``"spectral"``: s = ‖W‖₂/‖sign(W)‖₂ (spectral norms of the matrix views), so ‖B‖₂ = ‖W‖₂;
     a number: that constant (1.0 gives Liao's plain sign(W)).
     """
     if scale == "rms":
@@ -38,6 +54,12 @@ def sign_scale(weight: Tensor, scale) -> Tensor | float:
     if scale == "xavier":
         fan_in, fan_out = fan_in_out(weight)
         return math.sqrt(2 / (fan_in + fan_out))
+    if scale == "kaiming":
+        fan_in, _ = fan_in_out(weight)
+        return 1 / math.sqrt(3 * fan_in)
+    if scale == "spectral":
+        s = spectral_norm(weight) / spectral_norm(torch.sign(weight)).clamp(min=torch.finfo(torch.float32).tiny)
+        return s.to(weight.dtype)
     return float(scale)
 
 
@@ -48,17 +70,23 @@ class SignFeedback(Feedback):
     memory per step). Like W itself, which the optimizer changes in place, the B a graph saved
     must not be rebuilt before that graph's backward: autograd's version check then raises,
     as it does for BP when W is stepped between forward and backward.
+
+    ``constrain_weights`` (a weight given at construction): W is first rescaled in place to the
+    Frobenius norm it had then (:func:`alignlab.rules.base.hold_norm`), once per step.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, constrain_weights: Tensor | None = None) -> None:
         super().__init__()
         self._cache = StepCache()
         self._out: Tensor | None = None
+        if constrain_weights is not None:
+            constrain_norm(self, constrain_weights)
 
     def magnitudes(self, weight: Tensor) -> Tensor | float:
         raise NotImplementedError
 
     def matrix(self, weight: Tensor) -> Tensor:
+        hold_norm(self, weight)
         return self._cache.get(weight, self._build)
 
     def _build(self, w: Tensor) -> Tensor:
