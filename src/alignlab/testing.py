@@ -136,7 +136,7 @@ def feedback_set_to_weights(model: nn.Module) -> bool:
 
 
 def _set_to_weight(feedback, w: Tensor) -> bool:
-    if feedback.direct:
+    if feedback.direct or feedback.own_input_grad:
         return False
     if feedback.matrix(w) is None:
         return True
@@ -219,7 +219,7 @@ def check_bf16_autocast(rule) -> None:
         out = model(x)
         loss = F.cross_entropy(out, y)
         for name, layer, feedback in converted_layers(model):
-            b = None if feedback.direct else feedback.matrix(layer_weight(layer))
+            b = None if feedback.direct or feedback.own_input_grad else feedback.matrix(layer_weight(layer))
             assert b is None or b.dtype == torch.float32, f"{name}: feedback built in {b.dtype} under autocast"
     assert out.dtype == torch.bfloat16, out.dtype
     loss.backward()
