@@ -11,7 +11,7 @@ from torch import nn
 
 import alignlab
 from alignlab.diagnostics.alignment import angle
-from alignlab.rules.brsf import _MIX
+from alignlab.rules.base import STEP_MIX as _MIX
 from alignlab.rules.wm import mirror_update
 from alignlab.testing import mlp, small_cnn, bars_task, teacher_task
 

@@ -312,3 +312,15 @@ def resize_norm(feedback: Feedback, weight: Tensor) -> None:
     """At a resize: a feedback that holds ‖W‖ (constrain_weights) holds the resized weight's."""
     if getattr(feedback, "weight_norm", None) is not None:
         constrain_norm(feedback, weight)
+
+
+STEP_MIX = 0x9E3779B97F4A7C15 % 2**63  # spreads (seed, step) pairs over the seed space
+
+
+_BITS_AS_INT = {2: torch.int16, 4: torch.int32, 8: torch.int64}
+
+
+def fingerprint(weight: Tensor) -> Tensor:
+    """Σ of W's entries' bit patterns as integers (int64, wrapping): one exact pass over W."""
+    w = weight.detach()
+    return w.view(_BITS_AS_INT[w.element_size()]).sum(dtype=torch.int64).reshape(1)

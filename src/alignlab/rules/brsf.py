@@ -31,21 +31,9 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from .base import BOOLS, Feedback, RandomInitRule, check_choice, init_bound, new_seed, resize_norm
+from .base import BOOLS, STEP_MIX, Feedback, RandomInitRule, check_choice, fingerprint, init_bound, new_seed, resize_norm
 from .registry import register
 from .sign import SignFeedback
-
-_MIX = 0x9E3779B97F4A7C15 % 2**63  # spreads (seed, step) pairs over the seed space
-
-
-_INT = {2: torch.int16, 4: torch.int32, 8: torch.int64}
-
-
-def fingerprint(weight: Tensor) -> Tensor:
-    """Σ of W's entries' bit patterns as integers (int64, wrapping): one exact pass over W."""
-    w = weight.detach()
-    return w.view(_INT[w.element_size()]).sum(dtype=torch.int64).reshape(1)
-
 
 def draw_magnitudes(out: Tensor, bound: float, generator: torch.Generator) -> Tensor:
     """Fill ``out`` with (k + ½)·bound/256, k uniform on {0, …, 255}: 8 draws per random word."""
@@ -80,7 +68,7 @@ class ResampledSignFeedback(SignFeedback):
 
     def draw_generator(self) -> torch.Generator:
         """A CPU generator for the next draw; advances ``step``."""
-        g = torch.Generator().manual_seed((int(self.seed) + int(self.step) * _MIX) % 2**63)
+        g = torch.Generator().manual_seed((int(self.seed) + int(self.step) * STEP_MIX) % 2**63)
         self.step += 1
         return g
 

@@ -41,8 +41,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from .base import INITS, Feedback, Rule, check_choice, grown, new_seed, random_like
-from .brsf import _MIX, fingerprint
+from .base import INITS, STEP_MIX, Feedback, Rule, check_choice, fingerprint, grown, new_seed, random_like
 from .registry import register
 
 
@@ -88,7 +87,7 @@ class MirrorFeedback(Feedback):
         """ξ of mirror step ``step``: (groups, mirror_batch, fan_in/groups), N(0, σ²), drawn on
         B's device from a generator seeded by (seed, step)."""
         device = self.B.device
-        gen = torch.Generator(device=device).manual_seed((int(self.seed) + step * _MIX) % 2**63)
+        gen = torch.Generator(device=device).manual_seed((int(self.seed) + step * STEP_MIX) % 2**63)
         d = math.prod(self.B.shape[1:])
         xi = torch.randn(self.groups, self.mirror_batch, d, generator=gen, device=device, dtype=torch.float32)
         return xi.mul_(self.noise_std)
