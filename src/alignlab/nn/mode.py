@@ -10,21 +10,23 @@ another rule::
 from __future__ import annotations
 
 from contextlib import contextmanager
-from contextvars import ContextVar
 
-_EXACT: ContextVar[bool] = ContextVar("alignlab_exact", default=False)
+# A plain module global, not a ContextVar: torch.compile traces a global read (guarding on its
+# value) but not ContextVar.get, which would break the graph at every converted layer.
+_exact = False
 
 
 def exact_enabled() -> bool:
     """True inside ``with exact():``."""
-    return _EXACT.get()
+    return _exact
 
 
 @contextmanager
 def exact():
     """Forward passes run inside this block build graphs whose backward is exact BP."""
-    token = _EXACT.set(True)
+    global _exact
+    previous, _exact = _exact, True
     try:
         yield
     finally:
-        _EXACT.reset(token)
+        _exact = previous
