@@ -176,6 +176,9 @@ def convert(model: nn.Module, rule: str | rules.Rule | Mapping[str, str | rules.
         _unswap(module)
     for name, module, twin in targets:
         _swap(name, module, twin, _rule_for(name, ruled))
+    built = {n: getattr(m, kind_of(m).slot) for n, m, _ in targets}
+    for _, rule in ruled:
+        rule.converted([fb for n, fb in built.items() if _rule_for(n, ruled) is rule])
     _install_tap(model, output)
     kinds = Counter(kind_of(m).name for _, m, _ in targets)
     log.info("convert: rule %s on %d layers (%s)%s", label, len(targets),

@@ -60,12 +60,15 @@ class FeedbackMultiheadAttention(nn.MultiheadAttention):
 
     def forward(self, query, key, value, key_padding_mask=None, need_weights=True, attn_mask=None,
                 average_attn_weights=True, is_causal=False):
+        same = query is key and key is value  # self-attention stays one tensor (one packed projection)
         if not self.batch_first:
             query, key, value = (t.transpose(0, 1) if t.dim() == 3 else t for t in (query, key, value))
         batched = query.dim() == 3
         if not batched:
             query, key, value = query.unsqueeze(0), key.unsqueeze(0), value.unsqueeze(0)
             key_padding_mask = None if key_padding_mask is None else key_padding_mask.unsqueeze(0)
+        if same:
+            key = value = query
         n, lq, e = query.shape
         h, d = self.num_heads, self.head_dim
         q, k, v = self._project_in(query, key, value)

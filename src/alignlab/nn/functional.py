@@ -191,6 +191,8 @@ def feedback_linear(x: Tensor, weight: Tensor, bias: Tensor | None, feedback) ->
     if routed is None:
         return F.linear(x, weight, bias)
     matrix, slot = routed
+    if slot is not None:
+        x = feedback.bind_input(x, slot)
     return LinearFeedbackFn.apply(x, weight, bias, matrix, feedback, slot)
 
 
@@ -201,6 +203,8 @@ def feedback_conv(x, weight, bias, feedback, stride, padding, dilation, groups) 
         zeros = [0] * (x.dim() - 2)
         return torch.convolution(x, weight, bias, stride, padding, dilation, False, zeros, groups)
     matrix, slot = routed
+    if slot is not None:
+        x = feedback.bind_input(x, slot)
     return ConvFeedbackFn.apply(x, weight, bias, matrix, feedback, slot, stride, padding, dilation, groups)
 
 

@@ -19,7 +19,8 @@ classes and decorates its :class:`Rule` with :func:`alignlab.rules.register`:
 * ``own_input_grad = True`` and ``input_grad(grad, x_shape, conv)`` — the feedback computes the
   layer's input gradient itself (fa's untied conv feedback: a kernel at every position).
 * ``direct = True`` and ``project(error, x_shape, conv)`` — the layer's input gradient
-  is a projection of the network's output error (DFA); see :mod:`alignlab.nn.direct`.
+  is a projection of the network's output error (DFA); see :mod:`alignlab.nn.direct`;
+  ``bind_input(x, slot)`` lets such feedback learn from the layer's input.
 * ``weight_shape`` and ``resize(weight)`` — feedback that follows a weight of a new shape.
 
 A new module in ``alignlab/rules/`` is imported, and so registered, with the package; the
@@ -88,6 +89,13 @@ class Feedback(nn.Module):
         dilation, groups)."""
         raise NotImplementedError(f"{self.rule_name}: project() is for direct feedback (direct = True)")
 
+    def bind_input(self, x: Tensor, slot) -> Tensor:
+        """Direct feedback only: called in the forward with the layer's input ``x`` and the pass's
+        error slot; what it returns is the layer's input. The default returns ``x``; a direct
+        rule whose feedback learns from x and the output error (direct ldfa) returns x through
+        an identity autograd function whose backward gives its tensors their gradients."""
+        return x
+
     def input_grad(self, grad: Tensor, x_shape: torch.Size, conv=None) -> Tensor:
         """Feedback with ``own_input_grad = True`` only: the layer's input gradient (shaped
         ``x_shape``) from the error ``grad`` at its output, computed by the feedback itself (an
@@ -136,6 +144,11 @@ class Rule:
         """Build the feedback module for one forward ``weight`` (at conversion time);
         ``groups`` is the conv layer's (1 for Linear and attention weights)."""
         raise NotImplementedError
+
+    def converted(self, feedbacks: list[Feedback]) -> None:
+        """Called by ``convert`` once it has built every feedback of this rule in a model, in layer
+        order (before any optimizer is built); the default does nothing. Direct ldfa sizes its
+        P to the last layer's outputs here."""
 
     def build(self, weight: Tensor, groups: int = 1, layer: str = "") -> Feedback:
         """The feedback for ``weight`` of the layer named ``layer``, carrying this rule's name

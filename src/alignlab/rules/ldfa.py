@@ -26,9 +26,22 @@ group, as for kp. Every position (a Linear's leading dims, a conv's output) is a
 convs P is a 1×1 conv and Q a kernel (r, C_in/groups, *k), used group-wise like W. The backward
 uses the dense PᵀQ (no compute saved); cross-attention (separate q/k/v inputs) raises.
 
+Direct (``direct=True``; the authors' rADFA layers): the network's output error e (C numbers
+per sample) goes straight to every layer through that layer's own P (r × C) and Q (r × D_in):
+
+    δ_in = (e Pᵀ) Q,   ∇Q = (e Pᵀ)ᵀ x,   ΔP: Oja's rule as above on e (not on δ_out)
+
+Q's gradient is what Q would get as the weight of the map x ↦ y = e Pᵀ (KP's principle, the
+compressed output error in the place of P δ_out). Shapes as dfa's ``broadcast``: a Linear whose
+input has the output's positions gets one error per position, any other layer each sample's e
+summed over positions, sent to every input position (then x is summed over positions in ∇Q).
+P and Q are parameters; their gradients arrive through autograd (an identity function on the
+layer's input), so any optimizer, weight decay and DDP apply as to W.
+
 Options
 -------
-rank : r (default 10); each layer uses min(rank, N_out) (C_out for convs); ``"full"`` = N_out.
+rank : r (default 10); each layer uses min(rank, N_out) (direct: min(rank, C)); ``"full"`` =
+    N_out (direct: C).
 learn_p : True (default) learns P by Oja's rule; False keeps P at its initial value.
 learn_q : True (default) learns Q by the KP-type rule; False keeps Q at P B₀. Both False: fixed
     random rank-r feedback B = PᵀP B₀. ``rank="full", p_init="identity", learn_p=False`` is kp.
@@ -36,9 +49,18 @@ p_init : ``"orthogonal"`` (default) random orthonormal rows; ``"identity"`` the 
 oja_rate : η_P/η, P's Oja step relative to the optimizer's learning rate (default 1.0); it only
     scales P's gradient, which Adam-type optimizers all but ignore (give ``feedback.P`` its own
     parameter group there).
-normalize : δ before Oja's rule: ``"batch"`` (default) centred over the batch and divided by its
-    largest per-unit standard deviation (Ĉ's largest diagonal entry is 1); ``"none"``: δ as is.
-init : B₀'s distribution, as for fa/kp (``"kaiming"`` default, ``"xavier"``); Q starts at P B₀.
+normalize : δ (direct: e) before Oja's rule: ``"batch"`` (default) centred over the batch and
+    divided by its largest per-unit standard deviation (Ĉ's largest diagonal entry is 1);
+    ``"unit"`` centred and each unit divided by its own (rADFA's); ``"none"``: as is.
+init : B₀'s distribution, as for fa/kp (``"kaiming"`` default, ``"xavier"``); Q starts at P B₀
+    (direct: B₀ is C × D_in, drawn as a weight of that shape).
+direct : False (default) feedback through each layer's own output error, as above; True: rADFA.
+outputs : direct only: C, the size of the output error's last dim; None (default): the outputs
+    of the last layer this convert call gave direct ldfa feedback (a classifier's head).
+targets : direct only: True drives Oja's rule for P by the one-hot targets instead of e (the
+    authors' ``requires_gt``), read off e as the one negative entry of each sample's row, which
+    is the target's under softmax cross-entropy; a row with none or several raises (other losses,
+    label smoothing once the model is confident); rows of zeros (ignored positions) are left out.
 
 Sources, choices and measurements: docs/rules.md#ldfa
 """
@@ -50,12 +72,33 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor, nn
 from torch.autograd import Function
-
-from .base import INITS, Feedback, Rule, check_choice, grown, random_like, resized_warning
+from .base import INITS, Feedback, Rule, check_choice, grown, new_seed, random_like, resized_warning
 from .registry import register
 
 P_INITS = ("orthogonal", "identity")
-NORMALIZE = ("batch", "none")
+NORMALIZE = ("batch", "unit", "none")
+
+
+def normalized(delta: Tensor, normalize: str) -> Tensor:
+    """Errors (n × N) as ``normalize`` says: ``"batch"`` centred, ÷ the largest per-unit standard
+    deviation; ``"unit"`` centred, each unit ÷ its own (units that never vary stay 0); ``"none"``."""
+    if normalize == "none":
+        return delta
+    d = delta - delta.mean(0)
+    std = d.std(0, correction=0)
+    if normalize == "batch":
+        return d / std.max().clamp_min(torch.finfo(d.dtype).tiny)
+    return d / torch.where(std > 0, std, torch.ones_like(std))
+
+
+def oja_step(P: Tensor, delta: Tensor, normalize: str) -> Tensor:
+    """⟨y δ̂ᵀ − y yᵀ P⟩ = PĈ − PĈPᵀP for errors ``delta`` (n × N), y = P δ̂ (zero for n = 0)."""
+    P = P.detach()
+    if delta.shape[0] == 0:
+        return torch.zeros_like(P)
+    d = normalized(delta.detach().to(P.dtype), normalize)
+    y = d @ P.mT  # n × r
+    return (y.mT @ d - (y.mT @ y) @ P) / d.shape[0]
 
 
 class _LowRankFeedback(Function):
@@ -79,16 +122,20 @@ class _LowRankFeedback(Function):
         return grad_p, grad_q, None
 
 
-_EAGER = []
+_EAGER: dict = {}
+
+
+def _eager(fn):
+    """``fn`` kept out of torch.compile graphs (run eagerly, so that autograd nodes and hooks are
+    the ones this module fills in); wrapped on first use, because ``torch.compiler`` imports
+    torch._dynamo, which would add about 1.5 s to ``import alignlab``."""
+    if fn not in _EAGER:
+        _EAGER[fn] = torch.compiler.disable(fn)
+    return _EAGER[fn]
 
 
 def _eager_low_rank():
-    """``_LowRankFeedback.apply`` kept out of torch.compile graphs (eager, so that B's autograd
-    node is the one ``observe`` fills in); wrapped on first use, because ``torch.compiler``
-    imports torch._dynamo, which would add about 1.5 s to ``import alignlab``."""
-    if not _EAGER:
-        _EAGER.append(torch.compiler.disable(_LowRankFeedback.apply))
-    return _EAGER[0]
+    return _eager(_LowRankFeedback.apply)
 
 
 class LowRankFeedback(Feedback):
@@ -122,13 +169,7 @@ class LowRankFeedback(Feedback):
 
     def oja_step(self, delta: Tensor) -> Tensor:
         """⟨y δ̂ᵀ − y yᵀ P⟩ = PĈ − PĈPᵀP for errors ``delta`` (n × N_out), y = P δ̂."""
-        P = self.P.detach()
-        d = delta.detach().to(P.dtype)
-        if self.normalize == "batch":
-            d = d - d.mean(0)
-            d = d / d.std(0, correction=0).max().clamp_min(torch.finfo(d.dtype).tiny)
-        y = d @ P.mT  # n × r
-        return (y.mT @ d - (y.mT @ y) @ P) / d.shape[0]
+        return oja_step(self.P, delta, self.normalize)
 
     def observe(self, grad: Tensor, matrix: Tensor) -> None:
         """The layer's backward shows δ_out; leave −η_P/η·(Oja step) for P's gradient."""
@@ -150,8 +191,148 @@ class LowRankFeedback(Feedback):
         return f"rank={self.P.shape[0]}, P={tuple(self.P.shape)} ({p}), Q={tuple(self.Q.shape)} ({q})"
 
 
+# --- direct: the output error, compressed by P, straight to every layer (rADFA) -------------
+
+
+def _per_position(error: Tensor, x_shape, conv: bool) -> bool:
+    """A Linear whose input has the output error's positions gets one error per position."""
+    return not conv and len(x_shape) > 2 and error.shape[:-1] == tuple(x_shape[:-1])
+
+
+def one_hot_targets(error: Tensor) -> Tensor:
+    """The one-hot targets of softmax cross-entropy read off its output error (n × C rows): the
+    target's entry (p_c − 1)/n is each row's one negative entry. Rows of zeros (ignored positions)
+    are left out; any other row without exactly one negative entry raises."""
+    negative = error < 0
+    count = negative.sum(1)
+    used = (error != 0).any(1)
+    if bool(((count != 1) & used).any()):
+        raise RuntimeError("ldfa: targets=True reads the one-hot targets off the output error as its one negative "
+                           "entry per sample (softmax cross-entropy), but this loss gave rows with none or several; "
+                           "give targets=False")
+    return negative[used]
+
+
+class _DirectLearning(Function):
+    """The identity on a direct layer's input x that gives P and Q their gradients: its backward
+    runs after the layer's, when the output error e has been captured."""
+
+    @staticmethod
+    def forward(ctx, x, P, Q, feedback, slot):
+        ctx.save_for_backward(x)
+        ctx.feedback, ctx.slot = feedback, slot
+        return x.view_as(x)
+
+    @staticmethod
+    def backward(ctx, grad):
+        (x,) = ctx.saved_tensors
+        need_p, need_q = ctx.needs_input_grad[1:3]
+        grad_p = grad_q = None
+        error = ctx.slot.error
+        if error is not None and (need_p or need_q):
+            grad_p, grad_q = ctx.feedback.learning(error, x, need_p, need_q)
+        ctx.slot = None
+        return grad, grad_p, grad_q, None, None
+
+
+def _learn(x, P, Q, feedback, slot):
+    return _DirectLearning.apply(x, P, Q, feedback, slot)
+
+
+class DirectLowRankFeedback(Feedback):
+    """P (r × C) and Q (r × D_in): the input gradient (e Pᵀ) Q from the output error e (rADFA)."""
+
+    direct = True
+
+    def __init__(self, d_in: int, n_out: int, *, conv: bool, rank, outputs: int | None, seed: int, like: Tensor,
+                 learn_p: bool = True, learn_q: bool = True, p_init: str = "orthogonal", oja_rate: float = 1.0,
+                 normalize: str = "batch", targets: bool = False, init: str = "kaiming") -> None:
+        super().__init__()
+        self.d_in, self.n_out, self.rank, self.outputs, self.seed = d_in, n_out, rank, outputs, seed
+        self.p_init, self.init, self.oja_rate, self.normalize, self.targets = p_init, init, oja_rate, normalize, targets
+        self.P = nn.Parameter(torch.empty(0, 0, dtype=like.dtype, device=like.device), requires_grad=learn_p)
+        self.Q = nn.Parameter(torch.empty(0, d_in, dtype=like.dtype, device=like.device), requires_grad=learn_q)
+        self.conv = conv  # the layer's input is (N, D, *positions)
+        self.size(n_out if outputs is None else outputs)
+
+    def size(self, c: int) -> None:
+        """P (r × c), r = min(rank, c), and Q = P B₀ with B₀ (c × D_in), drawn from the seed."""
+        r = c if self.rank == "full" else min(self.rank, c)
+        if self.P.shape == (r, c):
+            return
+        g = torch.Generator().manual_seed(self.seed)
+        if self.p_init == "identity":
+            P = torch.eye(c)[:r]
+        else:
+            P = torch.linalg.qr(torch.randn(c, r, generator=g))[0].mT
+        Q = P @ random_like(torch.empty(c, self.d_in), self.init, g)
+        like = self.P
+        self.P = nn.Parameter(P.to(like).contiguous(), requires_grad=self.P.requires_grad)
+        self.Q = nn.Parameter(Q.to(like).contiguous(), requires_grad=self.Q.requires_grad)
+
+    def bind_input(self, x: Tensor, slot) -> Tensor:
+        """The layer's input through :class:`_DirectLearning`, which gives P and Q their gradients."""
+        if not (self.P.requires_grad or self.Q.requires_grad):
+            return x
+        return _eager(_learn)(x, self.P, self.Q, self, slot)
+
+    def matrix(self, weight: Tensor) -> None:
+        return None
+
+    def _check(self, error: Tensor, x_shape) -> None:
+        n, c = error.shape[0], error.shape[-1]
+        if x_shape[0] != n:
+            raise ValueError(f"{self.rule_name}: the output error {tuple(error.shape)} and the input "
+                             f"{tuple(x_shape)} of layer {self.layer!r} must share their first (batch) dimension")
+        if c != self.P.shape[1]:
+            raise RuntimeError(f"{self.rule_name}: layer {self.layer!r} compresses an output error of "
+                               f"{self.P.shape[1]} features (the outputs of the last layer converted), but the "
+                               f"model's output error has {c}; convert with outputs={c}")
+
+    def project(self, error: Tensor, x_shape: torch.Size, conv=None) -> Tensor:
+        """The input gradient (e Pᵀ) Q: per position, or ē (summed over positions) to every one."""
+        self._check(error, x_shape)
+        n, c = error.shape[0], error.shape[-1]
+        P, Q = self.P.detach().to(error.dtype), self.Q.detach().to(error.dtype)
+        if _per_position(error, x_shape, conv is not None):
+            return (error @ P.mT) @ Q
+        d = Q.shape[1]
+        g = (error.reshape(n, -1, c).sum(1) @ P.mT) @ Q  # (n, d)
+        at = (n, d) + (1,) * (len(x_shape) - 2) if conv is not None else (n,) + (1,) * (len(x_shape) - 2) + (d,)
+        return g.view(at).expand(x_shape)
+
+    def learning(self, error: Tensor, x: Tensor, need_p: bool, need_q: bool) -> tuple[Tensor | None, Tensor | None]:
+        """(P's gradient −η_P/η·(Oja step on e or the targets), Q's gradient (e Pᵀ)ᵀ x)."""
+        P = self.P.detach()
+        c = error.shape[-1]
+        grad_p = grad_q = None
+        if need_p:
+            rows = error.reshape(-1, c)
+            rows = one_hot_targets(rows) if self.targets else rows
+            grad_p = -self.oja_rate * oja_step(P, rows, self.normalize)
+        if need_q:
+            e, x = error.detach().to(P.dtype), x.detach().to(P.dtype)
+            if _per_position(e, x.shape, self.conv):
+                grad_q = (e.reshape(-1, c) @ P.mT).mT @ x.reshape(-1, x.shape[-1])
+            else:
+                n = e.shape[0]
+                positions = tuple(range(2, x.dim())) if self.conv else tuple(range(1, x.dim() - 1))
+                xs = x.sum(positions) if positions else x
+                grad_q = (e.reshape(n, -1, c).sum(1) @ P.mT).mT @ xs.reshape(n, -1)
+        return grad_p, grad_q
+
+    def extra_repr(self) -> str:
+        p, q = ("learned" if t.requires_grad else "fixed" for t in (self.P, self.Q))
+        return (f"direct, rank={self.P.shape[0]}, P={tuple(self.P.shape)} ({p}), Q={tuple(self.Q.shape)} ({q})"
+                + (", P from targets" if self.targets else ""))
+
+
 def _rank_of(rank, n_out: int) -> int:
     return n_out if rank == "full" else min(rank, n_out)
+
+
+def _positive_int(value) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 1
 
 
 @register
@@ -161,34 +342,57 @@ class LDFA(Rule):
 
     name = "ldfa"
     exact_options = {"rank": "full", "p_init": "identity"}  # B = PᵀQ = Q
-    rank: int | str = 10  # r; each layer uses min(r, N_out); "full" = N_out
+    rank: int | str = 10  # r; each layer uses min(r, N_out) (direct: min(r, C)); "full" = N_out (C)
     learn_p: bool = True  # False: P fixed at its initial value
     learn_q: bool = True  # False: Q fixed too; with learn_p=False, fixed random rank-r feedback
     p_init: str = "orthogonal"  # "orthogonal" random orthonormal rows | "identity" rows of I
     oja_rate: float = 1.0  # η_P / η: scale of P's Oja gradient
-    normalize: str = "batch"  # δ before Oja: "batch" centred, ÷ largest per-unit std | "none"
+    normalize: str = "batch"  # δ before Oja: "batch" centred, ÷ largest per-unit std | "unit" ÷ each unit's | "none"
     init: str = "kaiming"  # B₀ as for fa/kp; Q = P B₀
+    direct: bool = False  # True: e P_lᵀ Q_l to every layer l (rADFA), P_l by Oja on e, ∇Q_l = (e P_lᵀ)ᵀ x_l
+    outputs: int | None = None  # direct: C, e's size; None: outputs of the last layer converted
+    targets: bool = False  # direct: P by Oja on the one-hot targets (read off e; softmax cross-entropy)
 
     def __post_init__(self) -> None:
-        valid_rank = self.rank == "full" or (
-            isinstance(self.rank, int) and not isinstance(self.rank, bool) and self.rank >= 1)
-        if not valid_rank:
+        if not (self.rank == "full" or _positive_int(self.rank)):
             raise ValueError(f"rule 'ldfa': rank={self.rank!r} is not valid; give a positive integer or 'full'")
-        check_choice(self.name, "learn_p", self.learn_p, (True, False))
-        check_choice(self.name, "learn_q", self.learn_q, (True, False))
+        for option in ("learn_p", "learn_q", "direct", "targets"):
+            check_choice(self.name, option, getattr(self, option), (True, False))
         check_choice(self.name, "p_init", self.p_init, P_INITS)
         check_choice(self.name, "normalize", self.normalize, NORMALIZE)
         check_choice(self.name, "init", self.init, INITS)
         rate = self.oja_rate
         if isinstance(rate, bool) or not isinstance(rate, (int, float)) or not rate >= 0 or rate == float("inf"):
             raise ValueError(f"rule 'ldfa': oja_rate={rate!r} is not valid; give a finite number >= 0")
+        if not (self.outputs is None or _positive_int(self.outputs)):
+            raise ValueError(f"rule 'ldfa': outputs={self.outputs!r} is not valid; give a positive integer or None")
+        extra = [f"{k}={getattr(self, k)!r}" for k, unset in (("outputs", None), ("targets", False))
+                 if getattr(self, k) != unset]
+        if extra and not self.direct:
+            raise ValueError(f"rule 'ldfa': {', '.join(extra)} applies to direct feedback only; give direct=True")
+        if self.targets and not self.learn_p:
+            raise ValueError("rule 'ldfa': targets=True drives P's learning, but learn_p=False keeps P fixed")
 
     @property
     def data_parallel_exact(self) -> bool:
-        """P's Oja step on batch-normalised errors uses each shard's own statistics."""
-        return not (self.learn_p and self.normalize == "batch")
+        """P's Oja step is quadratic in the errors, whose scale (a mean loss's 1/n) and batch
+        statistics are each shard's own; Q's gradient, like W's, averages exactly."""
+        return not self.learn_p
+
+    def converted(self, feedbacks: list[Feedback]) -> None:
+        """Direct: every layer's P compresses an error of the last converted layer's outputs
+        (unless ``outputs`` says otherwise)."""
+        direct = [f for f in feedbacks if isinstance(f, DirectLowRankFeedback)]
+        if direct and self.outputs is None:
+            for feedback in direct:
+                feedback.size(direct[-1].n_out)
 
     def feedback(self, weight: Tensor, groups: int = 1) -> Feedback:
+        if self.direct:
+            return DirectLowRankFeedback(
+                weight.shape[1] * groups, weight.shape[0], conv=weight.dim() > 2, rank=self.rank, outputs=self.outputs, seed=new_seed(),
+                like=weight, learn_p=self.learn_p, learn_q=self.learn_q, p_init=self.p_init,
+                oja_rate=float(self.oja_rate), normalize=self.normalize, targets=self.targets, init=self.init)
         B0 = random_like(weight, self.init)  # first, as kp draws B: same seed, same B at P = I
         n_out = weight.shape[0]
         r = _rank_of(self.rank, n_out)
