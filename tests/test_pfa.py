@@ -247,9 +247,10 @@ def test_sgd_step_with_weight_decay_moves_br_towards_w(init_b):
                 torch.testing.assert_close(new_gap, (1 - lr * wd) * gap, atol=1e-6, rtol=1e-5)
 
 
-def test_angle_between_br_and_w_falls_during_training():
+@pytest.mark.parametrize("density, shrink", [(1.0, 0.4), (0.5, 0.7)])  # sparse B aligns slower: ~30–55°
+def test_angle_between_br_and_w_falls_during_training(density, shrink):
     torch.manual_seed(0)
-    model = pfa(mlp())
+    model = pfa(mlp(), b_conn_density=density)
     opt = torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9, weight_decay=3e-2)  # the authors' MNIST λ
     x, y = torch.randn(256, 10), torch.randint(0, 4, (256,))
     start = weight_alignment(model)
@@ -258,11 +259,12 @@ def test_angle_between_br_and_w_falls_during_training():
         nn.functional.cross_entropy(model(x), y).backward()
         opt.step()
     end = weight_alignment(model)
-    for name, layer, fb in alignlab.converted_layers(model):  # the diagnostic measures ∠(B·R, W)
-        by_hand = angle(fb.B @ fb.R.detach(), layer.weight.detach())
+    for name, layer, fb in alignlab.converted_layers(model):  # the diagnostic measures ∠(B·(R ⊙ mask), W)
+        R = fb.R.detach() * fb.R_mask if density < 1 else fb.R.detach()
+        by_hand = angle(fb.B @ R, layer.weight.detach())
         assert abs(end[name]["angle"] - by_hand) < 1e-2, (name, end[name], by_hand)
     assert all(80 < s["angle"] < 100 for s in start.values()), start
-    assert all(end[n]["angle"] < 0.4 * start[n]["angle"] for n in start), (start, end)
+    assert all(end[n]["angle"] < shrink * start[n]["angle"] for n in start), (start, end)
 
 
 # --- sparse feedback: b_conn_density -------------------------------------------------------
@@ -407,20 +409,3 @@ def test_sparse_feedback_resizes_with_the_same_density():
     assert abs(mask[600:].float().mean().item() - d) < 0.02 and abs(mask[:600, 30:].float().mean().item() - d) < 0.04
     assert torch.equal(mask, R != 0)
     assert torch.equal(fb.R.grad[~mask], torch.zeros_like(fb.R.grad[~mask]))
-
-
-def test_sparse_feedback_still_aligns_b_r_with_w():
-    torch.manual_seed(0)
-    model = pfa(mlp(), b_conn_density=0.5)  # slower than dense (~20° after 150 steps): ~30–55°
-    opt = torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9, weight_decay=3e-2)
-    x, y = torch.randn(256, 10), torch.randint(0, 4, (256,))
-    start = weight_alignment(model)
-    for _ in range(150):
-        opt.zero_grad()
-        nn.functional.cross_entropy(model(x), y).backward()
-        opt.step()
-    end = weight_alignment(model)
-    for name, layer, fb in alignlab.converted_layers(model):  # the diagnostic: ∠(B·(R ⊙ mask), W)
-        by_hand = angle(fb.B @ (fb.R.detach() * fb.R_mask), layer.weight.detach())
-        assert abs(end[name]["angle"] - by_hand) < 1e-2, (name, end[name], by_hand)
-    assert all(end[n]["angle"] < 0.7 * start[n]["angle"] for n in start), (start, end)
