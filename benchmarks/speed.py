@@ -1,7 +1,7 @@
 """Training-step speed and peak memory of every learning rule against plain PyTorch BP.
 
-    python benchmarks/speed.py [--rounds N] [--nets mlp,lenet,resnet20] [--rules fa,dfa,...]
-                               [--biotorch] [--quick] [--no-memory] [--profile]
+    python benchmarks/speed.py [--rounds N] [--nets mlp,lenet,resnet20,vit] [--rules fa,dfa,...]
+                               [--biotorch] [--quick] [--no-memory] [--no-macs] [--profile]
 
 For each network (batch 128, fixed random inputs, no data loading) it builds one model,
 then one deep copy per rule converted by ``alignlab.convert`` (all start from the same
@@ -13,6 +13,15 @@ Speed: one full training step is forward, cross-entropy, backward and an SGD ste
 1 to 20 steps, as many as fill about 0.15 s for that model), in an order rotated by one each
 round; the figure of merit is the median over rounds of (rule's time per step / reference's
 time per step in that round), so slow drifts of the machine's load cancel out.
+
+Arithmetic: after the timed rounds, one more step of each model runs under
+``torch.utils.flop_counter.FlopCounterMode``, which counts the matmul-like aten ops dispatched
+(mm, addmm, bmm, convolution, convolution_backward, scaled-dot-product attention and its
+backward; alignlab's custom autograd Functions' backward ops included). Reported as
+multiply-accumulates (MACs = the counter's FLOPs / 2: it counts 2 FLOPs per MAC) per whole
+step; element-wise work (activations, norms, loss, the SGD step, sign rebuilds, random draws)
+counts 0. The MAC ratio to the reference is the rule's arithmetic limit: the time ratio it
+would have if time went as MACs.
 
 Memory: one fresh subprocess per (network, model) builds the network and inputs, resets the
 kernel's peak-RSS mark (so torch's import peak does not hide the steps), converts, runs
@@ -83,12 +92,16 @@ NETS = {
     "mlp": NetSpec("mlp", (1, 28, 28), {"depth": 2, "width": 1024}, rounds=30),
     "lenet": NetSpec("lenet", (1, 28, 28), {}, rounds=30),
     "resnet20": NetSpec("resnet20", (3, 32, 32), {}, rounds=20, norm="batch"),
+    # models.build("vit") defaults: patch 4 (64 tokens + class token), dim 128, depth 4, heads 4
+    "vit": NetSpec("vit", (3, 32, 32), {}, rounds=20),
 }
+DEFAULT_NETS = "mlp,lenet,resnet20"  # vit only when asked for (--nets ...,vit)
 # --quick: tiny versions of the same networks, for tests
 QUICK_NETS = {
     "mlp": NetSpec("mlp", (1, 8, 8), {"depth": 2, "width": 32}, rounds=2),
     "lenet": NetSpec("lenet", (1, 28, 28), {}, rounds=2),
     "resnet20": NetSpec("resnet20", (3, 16, 16), {}, rounds=2, norm="batch"),
+    "vit": NetSpec("vit", (3, 16, 16), {"dim": 32, "depth": 1, "heads": 2}, rounds=2),
 }
 
 
@@ -102,6 +115,7 @@ class Settings:
     batch: int = 128
     visit_s: float = 0.15  # each model gets as many steps per visit as fill about this (1 to 20)
     memory: bool = True
+    macs: bool = True  # count each model's multiply-accumulates per step (one extra step)
     memory_warmup: int = 1  # steps in each memory subprocess: warm-up, then more steps
     memory_steps: int = 2  # (SGD's momentum buffers exist from the first step on)
     memory_jobs: int = 2  # memory workers run side by side
@@ -306,6 +320,19 @@ def time_interleaved(settings: Settings, net: str, log=print) -> dict:
         if gc_was_enabled:
             gc.enable()
 
+    # arithmetic: one more step of each model, counted (outside the timed rounds: the counter
+    # slows every op down)
+    macs = {}
+    if settings.macs:
+        for c in cands:
+            try:
+                macs[c.label] = count_macs(c.step)
+            except Exception as exc:  # counting is a report; a failure does not stop the timing
+                macs[c.label] = {"macs_error": f"{type(exc).__name__}: {exc}"}
+                log(f"  {net}: counting {c.label}'s MACs failed ({macs[c.label]['macs_error']})")
+            _sync(settings.device)
+    ref_macs = macs.get(REFERENCE, {}).get("macs")
+
     ref = times[REFERENCE]
     results = {}
     for c in cands:
@@ -326,6 +353,13 @@ def time_interleaved(settings: Settings, net: str, log=print) -> dict:
             "speed_holds": None if target is None else med_ratio <= target,
             "steps_per_visit": steps[c.label],
         }
+        if c.label in macs:
+            m = macs[c.label]
+            results[c.label].update(m)
+            if m.get("macs") is not None and ref_macs:
+                limit = m["macs"] / ref_macs
+                results[c.label]["mac_ratio"] = limit  # the arithmetic limit of the time ratio
+                results[c.label]["time_over_limit"] = med_ratio - limit
     for label, err in errors.items():
         results[label] = {"kind": "biotorch" if label.startswith("biotorch-") else "alignlab", "error": err}
     spec = settings.spec(net)
@@ -335,6 +369,49 @@ def time_interleaved(settings: Settings, net: str, log=print) -> dict:
         "visit_s": settings.visit_s, "reference": REFERENCE, "order": [c.label for c in cands],
         "results": results,
     }
+
+
+# ----------------------------------------------------------------------------- arithmetic
+
+
+def _cpu_attention_flops(query, key, value, *args, **kwargs) -> int:
+    """FLOPs of CPU's fused attention (not in torch's flop registry): QKᵀ and (scores)·V."""
+    b, h, s_q, d = query
+    s_k, d_v = key[-2], value[-1]
+    return 2 * b * h * s_q * s_k * (d + d_v)
+
+
+def _cpu_attention_backward_flops(grad_out, query, key, value, *args, **kwargs) -> int:
+    """FLOPs of its backward, as torch counts the CUDA kernels': QKᵀ recomputed, dS, dV, dQ, dK."""
+    b, h, s_q, d = query
+    s_k, d_v = key[-2], value[-1]
+    return 2 * b * h * s_q * s_k * (d + d_v + d_v + d + d)
+
+
+def flop_counter():
+    """A FlopCounterMode that also knows CPU's fused attention kernel (torch counts only the
+    CUDA ones, so on CPU a transformer's attention matmuls would count 0)."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    aten = torch.ops.aten
+    custom = {}
+    if hasattr(aten, "_scaled_dot_product_flash_attention_for_cpu"):
+        custom[aten._scaled_dot_product_flash_attention_for_cpu] = _cpu_attention_flops
+    if hasattr(aten, "_scaled_dot_product_flash_attention_for_cpu_backward"):
+        custom[aten._scaled_dot_product_flash_attention_for_cpu_backward] = _cpu_attention_backward_flops
+    return FlopCounterMode(display=False, custom_mapping=custom)
+
+
+def count_macs(step: Callable[[], torch.Tensor]) -> dict:
+    """Multiply-accumulates of one call of ``step`` (a whole training step), total and by aten op.
+
+    FlopCounterMode counts 2 FLOPs per multiply-accumulate of every op it knows (matmuls,
+    convolutions and their backward, attention); element-wise ops count 0. Ops run in the
+    backward of custom autograd Functions are dispatched like any other and are counted."""
+    with flop_counter() as counter:
+        step()
+    by_op = {str(op).removeprefix("aten."): flops // 2 for op, flops in counter.get_flop_counts()["Global"].items()}
+    return {"macs": counter.get_total_flops() // 2, "macs_by_op": dict(sorted(by_op.items()))}
 
 
 # ----------------------------------------------------------------------------- memory
@@ -544,8 +621,10 @@ def machine() -> dict:
     return info
 
 
-def run_benchmark(settings: Settings, log=print) -> dict:
-    """Time (and measure the memory of) every candidate on every net; the report dict."""
+def run_benchmark(settings: Settings, log=print, checkpoint: Callable[[dict], None] | None = None) -> dict:
+    """Time (and measure the memory of) every candidate on every net; the report dict.
+    ``checkpoint(report)``, when given, gets the report so far after each net (a run cut short
+    then keeps its finished nets)."""
     if settings.biotorch:
         require_biotorch()
     started = time.perf_counter()
@@ -557,6 +636,11 @@ def run_benchmark(settings: Settings, log=print) -> dict:
         "torch": torch.__version__, "alignlab": getattr(alignlab, "__version__", "?"),
         "device": settings.device, "quick": settings.quick, "machine": machine(),
         "optimizer": "SGD(lr=0.01, momentum=0.9, weight_decay=1e-4)",
+        "macs_measure": "multiply-accumulates of one whole step (forward, loss, backward, SGD step), counted "
+                        "after the timed rounds by torch.utils.flop_counter.FlopCounterMode (its FLOPs / 2); "
+                        "it counts matmuls, convolutions (forward and backward) and attention, not "
+                        "element-wise ops (activations, norms, the SGD step, feedback rebuilds, draws)"
+        if settings.macs else None,
         "speed_targets": SPEED_TARGETS,
         "memory_target": f"peak <= BP peak + feedback bytes + {MEMORY_SLACK:.0%} of BP's training memory, "
                          "checked as training(rule) - training(BP) <= feedback + 5 % of training(BP), "
@@ -581,9 +665,11 @@ def run_benchmark(settings: Settings, log=print) -> dict:
             entry["memory_s"] = time.perf_counter() - tic
         report["nets"][net] = entry
         log(format_net(net, entry))
-    report["elapsed_s"] = time.perf_counter() - started
-    if hasattr(os, "getloadavg"):
-        report["machine"]["loadavg_at_end"] = list(os.getloadavg())
+        report["elapsed_s"] = time.perf_counter() - started
+        if hasattr(os, "getloadavg"):
+            report["machine"]["loadavg_at_end"] = list(os.getloadavg())
+        if checkpoint is not None:
+            checkpoint(report)
     return report
 
 
@@ -595,29 +681,56 @@ def _signed_mib(b) -> str:
     return "–" if b is None else f"{b / 2**20:+.1f}"
 
 
+def _macs(n) -> str:
+    """A MAC count in G, M or k."""
+    for unit, scale in (("G", 1e9), ("M", 1e6), ("k", 1e3)):
+        if n >= scale:
+            return f"{n / scale:.3g} {unit}"
+    return f"{n}"
+
+
 def format_net(net: str, entry: dict) -> str:
-    """One Markdown table for one net."""
+    """One Markdown table for one net, and the lines on missed speed targets under it."""
     counts = sorted({r["steps_per_visit"] for r in entry["results"].values() if "steps_per_visit" in r})
     visits = f"{counts[0]}–{counts[-1]}" if len(counts) > 1 else f"{counts[0] if counts else 0}"
     head = (f"### {net} ({entry['model']}, input {'×'.join(map(str, entry['in_shape']))}, batch {entry['batch']}"
             f"{', norm ' + entry['norm'] if entry['norm'] else ''}): {entry['rounds']} rounds, "
             f"visits of {visits} step(s)\n\n"
-            "| rule | ms/step | ratio to BP (IQR) | speed target | speed holds? | peak RSS MiB (training) | Δ vs BP MiB | "
+            "| rule | ms/step | time ratio to BP (IQR) | MACs/step | MAC ratio to BP = limit | time − limit | "
+            "speed target | speed holds? | peak RSS MiB (training) | Δ vs BP MiB | "
             "feedback MiB | other feedback MiB | memory holds? |\n"
-            "|---|---|---|---|---|---|---|---|---|---|")
+            "|---|---|---|---|---|---|---|---|---|---|---|---|---|")
     rows = [head]
+    missed = []
     for label, r in entry["results"].items():
         if "error" in r:
-            rows.append(f"| {label} | – | not run: {r['error']} | | | | | | | |")
+            rows.append(f"| {label} | – | not run: {r['error']} | | | | | | | | | | |")
             continue
         name = "BP (plain PyTorch)" if label == REFERENCE else label
         ratio = f"{r['median_ratio']:.3f} ({r['ratio_iqr'][0]:.2f}–{r['ratio_iqr'][1]:.2f})"
         if label == REFERENCE:
             ratio = "1"
+        if "macs" in r:
+            mac_cells = [_macs(r["macs"]), "–", "–"]
+            if "mac_ratio" in r:
+                mac_cells[1:] = [f"{r['mac_ratio']:.3f}", f"{r['time_over_limit']:+.3f}"]
+            if label == REFERENCE:
+                mac_cells[1:] = ["1", ""]
+        else:
+            mac_cells = ["not counted" if "macs_error" in r else "–", "–", "–"]
         target = "report only" if r["speed_target"] is None else f"≤ {r['speed_target']:.2f}×"
         if label == REFERENCE:
             target = "reference"
         holds = "" if r["speed_holds"] is None else ("yes" if r["speed_holds"] else "**no**")
+        if r["speed_holds"] is False:
+            line = f"{label}: time ratio {r['median_ratio']:.3f} against its target {r['speed_target']:.2f}"
+            if "mac_ratio" in r:
+                limit = r["mac_ratio"]
+                line += (f"; arithmetic limit (MAC ratio) {limit:.3f}, time ratio − limit {r['time_over_limit']:+.3f}"
+                         + ("; the target is below the limit: out of reach by arithmetic alone"
+                            if r["speed_target"] < limit else
+                            f"; the arithmetic allows the target (the limit is {r['speed_target'] - limit:.3f} below it)"))
+            missed.append(line)
         m = r.get("memory", {})
         if "error" in m:
             mem_cells = ["error", "", "", "", ""]
@@ -633,7 +746,11 @@ def format_net(net: str, entry: dict) -> str:
                 peak += f" ({_signed_mib(m['training_bytes'])})"
             mem_cells = [peak, _signed_mib(m.get("delta_vs_bp_bytes")),
                          _mib(m.get("feedback_bytes")) if m else "–", _mib(other) if m else "–", mh]
-        rows.append(f"| {name} | {r['median_ms']:.1f} | {ratio} | {target} | {holds} | " + " | ".join(mem_cells) + " |")
+        rows.append(f"| {name} | {r['median_ms']:.1f} | {ratio} | " + " | ".join(mac_cells)
+                    + f" | {target} | {holds} | " + " | ".join(mem_cells) + " |")
+    if missed:
+        rows.append("")
+        rows.extend(f"Target missed: {line}." for line in missed)
     return "\n".join(rows) + "\n"
 
 
@@ -651,7 +768,11 @@ def to_markdown(report: dict) -> str:
         "Step = forward, cross-entropy, backward, " + report["optimizer"] + " step (zero_grad included). "
         "Ratio = median over rounds of (time / plain-PyTorch BP's time in the same round); IQR = "
         "25th–75th percentile of those per-round ratios. `bp` is alignlab's bp rule (a converted model "
-        "running exact transport): its ratio shows the noise floor. Peak = " + report["memory_measure"]
+        "running exact transport): its ratio shows the noise floor. "
+        + ("MACs/step = " + report["macs_measure"] + "; MAC ratio = MACs / plain BP's MACs: the arithmetic "
+           "limit of the time ratio (what it would be if time went as MACs); time − limit = time ratio − "
+           "MAC ratio. " if report.get("macs_measure") else "MACs not counted (--no-macs). ")
+        + "Peak = " + report["memory_measure"]
         + "; training = peak - start; Δ vs BP = training(rule) - training(BP)"
         + "; memory target: " + report["memory_target"] + "; feedback = state-dict entries under "
         "`feedback.` (BioTorch: `weight_backward`/`bias_backward`); other feedback = tensors derived "
@@ -677,12 +798,13 @@ def write_outputs(report: dict, out_dir: Path) -> tuple[Path, Path]:
 
 def parse_args(argv=None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--rounds", type=int, default=None, help="timed rounds (default: mlp/lenet 30, resnet20 20)")
-    p.add_argument("--nets", default="mlp,lenet,resnet20", help="comma-separated: mlp, lenet, resnet20")
+    p.add_argument("--rounds", type=int, default=None, help="timed rounds (default: mlp/lenet 30, resnet20/vit 20)")
+    p.add_argument("--nets", default=DEFAULT_NETS, help=f"comma-separated: {', '.join(NETS)} (default {DEFAULT_NETS})")
     p.add_argument("--rules", default=None, help="comma-separated alignlab rules (default: all registered)")
     p.add_argument("--biotorch", action="store_true", help=f"also time BioTorch 0.0.16 fa/usf/dfa ({BIOTORCH_PIP})")
     p.add_argument("--quick", action="store_true", help="tiny nets, 2 rounds, no visit batching (for tests)")
     p.add_argument("--no-memory", action="store_true", help="skip the memory subprocesses")
+    p.add_argument("--no-macs", action="store_true", help="skip counting each model's MACs per step")
     p.add_argument("--profile", action="store_true",
                    help="instead of the benchmark, profile a few steps of BP and each rule (default fa, dfa) "
                         "and write speed-profile.md")
@@ -717,7 +839,7 @@ def settings_from(args: argparse.Namespace) -> Settings:
                     memory_warmup=args.memory_warmup, memory_steps=args.memory_steps,
                     memory_jobs=args.memory_jobs,
                     batch=args.batch if not quick or args.batch != 128 else 16,
-                    memory=not args.no_memory, quick=quick, device=device, seed=args.seed)
+                    memory=not args.no_memory, macs=not args.no_macs, quick=quick, device=device, seed=args.seed)
 
 
 def main(argv=None) -> None:
@@ -739,7 +861,7 @@ def main(argv=None) -> None:
         path.write_text(text)
         print(f"wrote {path}")
         return
-    report = run_benchmark(settings)
+    report = run_benchmark(settings, checkpoint=lambda r: write_outputs(r, Path(args.out_dir)))
     js, md = write_outputs(report, Path(args.out_dir))
     print(f"wrote {js} and {md} ({report['elapsed_s']:.0f} s)")
 

@@ -1,10 +1,12 @@
-"""benchmarks/speed.py: the --quick logic in-process on a tiny MLP (a few seconds)."""
+"""benchmarks/speed.py: the --quick logic in-process on a tiny MLP (a few seconds), its MAC
+counts against hand counts; benchmarks/gpu_check.sh --dry-run end to end (about 50 s)."""
 
 from __future__ import annotations
 
 import importlib.util
 import json
 import math
+import shutil
 import sys
 from pathlib import Path
 
@@ -50,7 +52,63 @@ def test_quick_run_structure_and_ratios(speed, tmp_path):
     assert js.name == "speed-quick.json"
     assert json.loads(js.read_text())["nets"]["mlp"]["results"]["fa"]["ratios"] == results["fa"]["ratios"]
     text = md.read_text()
-    assert "| rule | ms/step | ratio to BP" in text and "| fa |" in text and "| dfa |" in text
+    assert "| rule | ms/step | time ratio to BP" in text and "| fa |" in text and "| dfa |" in text
+    assert "MAC ratio to BP = limit" in text
+
+
+def test_macs_of_one_linear_layer_by_hand(speed):
+    """Linear 4→3 at batch 2: forward 24 MACs, input gradient 24, weight gradient 24, whether
+    PyTorch's own backward runs or fa's custom autograd Function's."""
+    import torch
+
+    import alignlab
+
+    for rule in (None, "fa"):
+        torch.manual_seed(0)
+        layer = torch.nn.Linear(4, 3)
+        if rule:
+            alignlab.convert(layer, rule=rule)
+        x = torch.randn(2, 4, requires_grad=True)
+        counted = speed.count_macs(lambda: layer(x).sum().backward())
+        assert counted["macs"] == 24 + 24 + 24, (rule, counted)
+        assert counted["macs_by_op"] == {"addmm": 24, "mm": 48}, (rule, counted)
+
+
+def test_macs_per_step_on_the_mlp_by_hand(speed):
+    """The counted MACs of a training step of the --quick MLP (64-32-32-10, batch 8): bp's (and
+    plain PyTorch's) = forward + input gradients of layers 2..L + weight gradients; dfa skips
+    the backward matmuls through W, so it counts fewer."""
+    import torch
+
+    settings = tiny(speed, rules=["bp", "dfa"])
+    report = speed.run_benchmark(settings, log=lambda *a: None)
+    results = report["nets"]["mlp"]["results"]
+    base, _, _ = speed.net_and_data(settings, "mlp")
+    shapes = [(m.in_features, m.out_features) for m in base.modules() if isinstance(m, torch.nn.Linear)]
+    assert shapes == [(64, 32), (32, 32), (32, 10)]
+    n = settings.batch
+    forward = sum(n * i * o for i, o in shapes)
+    input_grads = sum(n * i * o for i, o in shapes[1:])  # layer 1's input (the data) needs none
+    weight_grads = sum(n * i * o for i, o in shapes)
+    by_hand = forward + input_grads + weight_grads
+    assert by_hand == 8 * 8128
+    assert results["torch"]["macs"] == by_hand
+    assert results["bp"]["macs"] == by_hand and results["bp"]["mac_ratio"] == 1.0
+    dfa = results["dfa"]
+    assert forward + weight_grads <= dfa["macs"] < by_hand
+    assert dfa["mac_ratio"] == dfa["macs"] / by_hand < 1
+    assert math.isclose(dfa["time_over_limit"], dfa["median_ratio"] - dfa["mac_ratio"])
+    assert "FlopCounterMode" in report["macs_measure"]
+
+
+def test_attention_macs_are_counted_on_the_cpu(speed):
+    """torch's flop registry knows only CUDA's fused attention; the benchmark adds CPU's."""
+    import torch
+    import torch.nn.functional as F
+
+    q, k, v = (torch.randn(1, 2, 5, 4, requires_grad=True) for _ in range(3))
+    counted = speed.count_macs(lambda: F.scaled_dot_product_attention(q, k, v))
+    assert counted["macs"] == 2 * 5 * 5 * (4 + 4)  # QKᵀ and (scores)·V, each head
 
 
 def test_memory_figures_and_target(speed):
@@ -118,3 +176,59 @@ def test_alignlab_bench_without_the_source_tree_is_a_one_line_error(monkeypatch,
     assert cli.main(["bench", "--quick"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith("alignlab: error: ") and "speed.py not found" in err[0]
+
+
+GPU_CHECK = SPEED.parent / "gpu_check.sh"
+
+
+def _gpu_check(*args, timeout=170):
+    import subprocess
+
+    return subprocess.run(["bash", str(GPU_CHECK), "--python", sys.executable, *args],
+                          capture_output=True, text=True, timeout=timeout)
+
+
+@pytest.mark.skipif(shutil.which("bash") is None or shutil.which("timeout") is None, reason="needs bash and timeout")
+def test_gpu_check_dry_run_writes_a_passing_summary(tmp_path):
+    """benchmarks/gpu_check.sh --dry-run: the GPU check's every step, on the CPU at tiny sizes
+    (about 50 s here), into one folder with a summary of what passed."""
+    import alignlab
+
+    out = tmp_path / "gpu"
+    run = _gpu_check("--dry-run", "--out", str(out))
+    assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
+    summary = (out / "summary.md").read_text()
+    assert summary.startswith("# gpu_check.sh: PASS") and "Overall: PASS (5 of 5 steps passed)" in summary
+    for step in ("env", "rules", "precision", "contract", "speed"):
+        assert f"| {step} | PASS |" in summary, step
+        assert (out / f"{step}.log").is_file(), step
+    rules = json.loads((out / "rules.json").read_text())
+    assert rules["device"] == "cpu" and rules["backend"] == "aot_eager"
+    assert {(r["net"], r["check"]) for r in rules["results"]} == {
+        (net, check) for net in ("cnn", "transformer") for check in ("bf16", "compile")}
+    assert all(r["passed"] for r in rules["results"])
+    report = json.loads((out / "speed" / "speed-quick.json").read_text())
+    assert list(report["nets"]) == ["resnet20", "vit"]
+    for net, entry in report["nets"].items():
+        assert entry["rounds"] == 1
+        results = entry["results"]
+        assert set(results) == {"torch", *alignlab.rules.available()}, net
+        for label, r in results.items():
+            assert "error" not in r and r["macs"] > 0, (net, label, r)
+        # dfa skips the input gradients through W (the attention's own backward stays)
+        assert results["dfa"]["macs"] < results["bp"]["macs"] == results["torch"]["macs"], net
+    assert "## Speed" in summary and "### vit" in summary
+
+
+def test_gpu_check_bad_argument_and_no_cuda_are_one_line_errors(tmp_path):
+    bad = _gpu_check("--frobnicate", timeout=60)
+    assert bad.returncode == 2 and bad.stderr.strip().splitlines() == [
+        "gpu_check.sh: error: unknown argument '--frobnicate' (see --help)"]
+    import torch
+
+    if not torch.cuda.is_available():
+        full = _gpu_check("--out", str(tmp_path / "full"), timeout=120)
+        assert full.returncode == 2, full.stdout + full.stderr
+        err = full.stderr.strip().splitlines()
+        assert len(err) == 1 and "no CUDA device" in err[0] and "--dry-run" in err[0]
+        assert not (tmp_path / "full").exists()
