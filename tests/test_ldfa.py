@@ -708,3 +708,37 @@ def test_direct_under_ddp_ranks_hold_the_same_tensors(tmp_path, options):
         one = _ddp_run(options).state_dict()
         for key in r0:
             torch.testing.assert_close(r0[key], one[key], rtol=1e-5, atol=1e-6, msg=key)
+
+
+# --- the route through the factors -------------------------------------------------------------
+
+
+@pytest.mark.parametrize("shape", [(8, 64), (2, 4, 64)])
+@pytest.mark.parametrize("learn_p", [True, False])
+def test_the_factored_route_gives_the_dense_routes_numbers(shape, learn_p):
+    """δ through Pᵀ then Q (never forming PᵀQ), Q's gradient from the same h, P's Oja step from δ:
+    every gradient equals the dense route's."""
+    torch.manual_seed(0)
+    layer = alignlab.convert(nn.Sequential(nn.Linear(64, 128)), rule="ldfa", rank=4, learn_p=learn_p)[0]
+    fb = layer.feedback
+    assert fb.linear_factors(8, layer.weight) is not None  # 8·4·(128 + 128) < (8 + 8)·128·64
+    x, g = torch.randn(*shape), torch.randn(*shape[:-1], 128)
+    grads = []
+    for dense in (False, True):
+        if dense:
+            fb.linear_factors = lambda rows, weight: None
+        layer.zero_grad(set_to_none=True)
+        fb.zero_grad(set_to_none=True)
+        xi = x.clone().requires_grad_(True)
+        layer(xi).backward(g)
+        grads.append([xi.grad, layer.weight.grad, layer.bias.grad, fb.Q.grad, fb.P.grad])
+    for name, a, b in zip(["x", "W", "b", "Q", "P"], *grads):
+        if b is None:
+            assert a is None and name == "P" and not learn_p
+        else:
+            torch.testing.assert_close(a, b, msg=name)
+
+
+def test_small_layers_keep_the_dense_route():
+    layer = alignlab.convert(nn.Sequential(nn.Linear(10, 32)), rule="ldfa", rank=10)[0]
+    assert layer.feedback.linear_factors(64, layer.weight) is None  # 64·10·52 > (64 + 20)·32·10

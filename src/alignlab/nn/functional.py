@@ -100,25 +100,28 @@ class LinearFeedbackFn(Function):
 class LinearProductFn(Function):
     """y = x Wᵀ + b; errors go back through two factors: h = δB, grad_x = hR, grad_R = hᵀx.
 
-    Feedback with two factors (``Feedback.linear_factors``): B·R is never formed.
+    Feedback with two factors (``Feedback.linear_factors``): B·R is never formed. B's gradient,
+    where B learns (ldfa's Pᵀ), is ``feedback.factor_grad(δ)``.
     """
 
     @staticmethod
-    def forward(ctx, x, weight, bias, B, R):
+    def forward(ctx, x, weight, bias, B, R, feedback):
         ctx.save_for_backward(_as_computed(x), B, R)
+        ctx.feedback = feedback
         return F.linear(x, weight, bias)
 
     @staticmethod
     def backward(ctx, grad):
         x, B, R = ctx.saved_tensors
-        need_x, need_w, need_b, _, need_r = ctx.needs_input_grad[:5]
+        need_x, need_w, need_b, need_f, need_r = ctx.needs_input_grad[:5]
         g2, x2 = _rows(grad, x)
         h = g2 @ B.to(g2.dtype)
         grad_x = (h @ R.to(g2.dtype)).view(*grad.shape[:-1], R.shape[-1]) if need_x else None
         grad_w = g2.mT @ x2 if need_w else None
         grad_b = g2.sum(0) if need_b else None
+        grad_f = ctx.feedback.factor_grad(g2) if need_f else None
         grad_r = h.mT @ x2 if need_r else None
-        return grad_x, grad_w, grad_b, None, grad_r
+        return grad_x, grad_w, grad_b, grad_f, grad_r, None
 
 
 class ConvFeedbackFn(Function):
@@ -186,7 +189,7 @@ def feedback_linear(x: Tensor, weight: Tensor, bias: Tensor | None, feedback) ->
         follow(feedback, weight)
         factors = feedback.linear_factors(x.numel() // max(x.shape[-1], 1), weight)
         if factors is not None:
-            return LinearProductFn.apply(x, weight, bias, *factors)
+            return LinearProductFn.apply(x, weight, bias, *factors, feedback)
     routed = route(feedback, x, weight)
     if routed is None:
         return F.linear(x, weight, bias)

@@ -108,6 +108,12 @@ class Feedback(nn.Module):
         default): use ``matrix``. Only product feedback (pfa) has factors."""
         return None
 
+    def factor_grad(self, grad_rows: Tensor) -> Tensor | None:
+        """The gradient of the first factor B of ``linear_factors`` for the layer's output error
+        rows δ (n × N_out), where B learns (ldfa's Pᵀ: Oja's rule); the default, None, is for
+        a B that does not learn (pfa's)."""
+        return None
+
     def extra_repr(self) -> str:
         shapes = [f"{n}={tuple(t.shape)}" for n, t in self.named_buffers(recurse=False) if t is not None]
         shapes += [f"{n}={tuple(t.shape)} (learned)" for n, t in self.named_parameters(recurse=False)]

@@ -23,8 +23,9 @@ P the Oja term (scaled by −η_P/η), computed by ``observe`` from the δ_out t
 shows it, on ``.backward()`` passes that reach P (not ``torch.autograd.grad`` for other tensors,
 nor :func:`alignlab.nn.exact`). Build the optimizer after ``convert`` with Q in W's parameter
 group, as for kp. Every position (a Linear's leading dims, a conv's output) is a sample; for
-convs P is a 1×1 conv and Q a kernel (r, C_in/groups, *k), used group-wise like W. The backward
-uses the dense PᵀQ (no compute saved); cross-attention (separate q/k/v inputs) raises.
+convs P is a 1×1 conv and Q a kernel (r, C_in/groups, *k), used group-wise like W. A Linear
+call sends δ through Pᵀ then Q (h = δPᵀ, grad_x = hQ, ∇Q = hᵀx, P's Oja step from δ) where that
+costs less than the dense PᵀQ, which convs still use; cross-attention (separate q/k/v) raises.
 
 Direct (``direct=True``; the authors' rADFA layers): the network's output error e (C numbers
 per sample) goes straight to every layer through that layer's own P (r × C) and Q (r × D_in):
@@ -141,6 +142,8 @@ def _eager_low_rank():
 class LowRankFeedback(Feedback):
     """P (r × N_out) and Q (r × N_in, or a conv kernel): feedback B = PᵀQ, both learned."""
 
+    has_factors = True  # a Linear call may send δ through Pᵀ, then Q (linear_factors)
+
     def __init__(self, P: Tensor, Q: Tensor, *, learn_p: bool = True, learn_q: bool = True,
                  oja_rate: float = 1.0, normalize: str = "batch", init: str = "kaiming") -> None:
         super().__init__()
@@ -166,6 +169,19 @@ class LowRankFeedback(Feedback):
 
     def matrix(self, weight: Tensor) -> Tensor:
         return _eager_low_rank()(self.P, self.Q, weight.shape)
+
+    def linear_factors(self, rows: int, weight: Tensor) -> tuple[Tensor, Tensor] | None:
+        """(Pᵀ, Q) for a Linear call where the route through the factors costs fewer
+        multiply-adds, rows·r·(N_out + 2·N_in), than forming PᵀQ, sending δ through it and
+        giving Q its gradient P·ΔW, rows·N_out·N_in + 2·r·N_out·N_in; None: the dense route."""
+        if self.Q.dim() != 2:
+            return None
+        r, (n_out, n_in) = self.P.shape[0], weight.shape
+        return (self.P.mT, self.Q) if rows * r * (n_out + 2 * n_in) < (rows + 2 * r) * n_out * n_in else None
+
+    def factor_grad(self, grad_rows: Tensor) -> Tensor | None:
+        """Pᵀ's gradient in the factored route: −η_P/η·(Oja step on δ), transposed."""
+        return None if not self.P.requires_grad else (-self.oja_rate * self.oja_step(grad_rows)).mT
 
     def oja_step(self, delta: Tensor) -> Tensor:
         """⟨y δ̂ᵀ − y yᵀ P⟩ = PĈ − PĈPᵀP for errors ``delta`` (n × N_out), y = P δ̂."""
