@@ -12,6 +12,7 @@ from torch import nn
 
 import alignlab
 from alignlab.rules.brsf import ResampledSignFeedback
+from alignlab.rules.wm import MirrorFeedback
 from helpers import with_feedback_equal_to_weights
 
 transformers = pytest.importorskip("transformers")
@@ -329,7 +330,7 @@ def test_feedback_follows_resized_token_embeddings(rule):
     assert model.lm_head.weight is model.transformer.wte.weight  # still tied
     for key, old in before.items():  # existing rows kept where a feedback tensor is shaped like W
         new = head.state_dict()[key]
-        redrawn = isinstance(head.feedback, ResampledSignFeedback)  # brsf redraws whenever W changes
+        redrawn = isinstance(head.feedback, (ResampledSignFeedback, MirrorFeedback))  # both move B whenever W changes
         if old.shape == (64, 32) and not redrawn:
             assert new.shape == (72, 32) and torch.equal(new[:64], old), key
 

@@ -324,7 +324,7 @@ def test_existing_option_values_still_work():
         for init in ("kaiming", "xavier"):
             assert alignlab.rules.get(rule, init=init).init == init
     assert alignlab.rules.get("fa").options() == {"init": "kaiming", "match_norm": False, "std": 0.1,
-                                                 "constrain_weights": False}
+                                                 "constrain_weights": False, "conv_feedback": "shared"}
 
 
 CLASSIC = ["fa", "usf", "frsf", "brsf", "kp"]

@@ -171,7 +171,7 @@ def test_cli_bad_config_key_is_one_line_and_writes_nothing(tmp_path, capsys):
     assert main(["train", f"out_dir={tmp_path}", "optim.lrr=3"]) == 2
     err = capsys.readouterr().err.strip()
     assert err == ("alignlab: error: unknown config key 'optim.lrr'; valid keys under 'optim': "
-                   "name, lr, momentum, weight_decay, schedule")
+                   "name, lr, momentum, weight_decay, schedule, decay_schedule")
     assert list(tmp_path.iterdir()) == []
 
 
