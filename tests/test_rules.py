@@ -343,9 +343,12 @@ def test_constrain_weights_holds_w_norm_in_place_once_per_step(rule):
     with torch.no_grad():  # an optimizer step that triples W
         param.mul_(3)
     x = torch.randn(4, 6)
-    with torch.no_grad():  # a forward without grad (evaluation) builds no feedback: W as left
-        layer(x)
-    torch.testing.assert_close(torch.linalg.vector_norm(param.detach()), 3 * n0)
+    with torch.no_grad():  # evaluation (no grad) sees the rescaled W too, as BioTorch's forward does
+        evaluated = layer(x)
+    torch.testing.assert_close(torch.linalg.vector_norm(param.detach()), n0)
+    torch.testing.assert_close(evaluated, nn.functional.linear(x, direction * n0, layer.bias))
+    with torch.no_grad():  # the next step
+        param.mul_(3)
     out = layer(x)
     assert layer.weight is param
     torch.testing.assert_close(param.detach(), direction * n0)
@@ -391,7 +394,7 @@ def test_constrain_weights_raises_for_a_computed_weight():
     feedback = alignlab.rules.get("fa", constrain_weights=True).build(torch.randn(3, 2), layer="head")
     w = nn.Parameter(torch.randn(3, 2))
     with pytest.raises(RuntimeError, match="constrain_weights rescales the weight of layer 'head' in place"):
-        feedback.matrix(w * 2)
+        feedback.prepare(w * 2)
 
 
 NEW_SETTINGS = [

@@ -74,7 +74,7 @@ def _label(ruled: list[tuple[str | None, rules.Rule]]) -> str:
     return "{" + ", ".join(f"{p}: {r.name}" for p, r in ruled) + "}"
 
 
-def _plan(model: nn.Module, patterns: list[str], ruled=((None, None),)):
+def _plan(model: nn.Module, patterns: list[str], ruled: list[tuple[str | None, object]]):
     """(name, module, twin) of each layer to convert; (name, module) of each converted layer
     to put back on BP (excluded, or matched by no pattern of a rule map); (name, reason) of
     each linear map left on BP, excluded ones with the reason "excluded"."""
@@ -211,7 +211,7 @@ def summary(model: nn.Module) -> str:
     """A table of the layers that compute linear maps: name, layer type, weight shape (out ×
     in × kernel), the rule it trains by ("bp" for those left on BP) and why a layer stays on BP."""
     rows = [("layer", "type", "weight", "rule", "note")]
-    ruled = [(p, True) for p in getattr(model, "_alignlab_rule_patterns", ())] or [(None, True)]
+    ruled = [(p, True) for p in getattr(model, "_alignlab_rule_patterns", ())] or [(None, True)]  # matched or not
     _, _, left = _plan(model, list(getattr(model, "_alignlab_exclude", ())), ruled)
     why = dict(left)
     for name, module in model.named_modules():

@@ -172,6 +172,7 @@ def follow(feedback, weight: Tensor) -> None:
 
 def route(feedback, x: Tensor, weight: Tensor):
     """(matrix, slot) for this call, or None where exact transport applies."""
+    feedback.prepare(weight)
     if not torch.is_grad_enabled() or exact_enabled():
         return None
     if feedback.direct:
@@ -186,6 +187,7 @@ def route(feedback, x: Tensor, weight: Tensor):
 def feedback_linear(x: Tensor, weight: Tensor, bias: Tensor | None, feedback) -> Tensor:
     """``F.linear`` whose backward sends errors through ``feedback`` (or its two factors)."""
     if feedback.has_factors and torch.is_grad_enabled() and not exact_enabled():
+        feedback.prepare(weight)
         follow(feedback, weight)
         factors = feedback.linear_factors(x.numel() // max(x.shape[-1], 1), weight)
         if factors is not None:

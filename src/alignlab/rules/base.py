@@ -76,6 +76,15 @@ class Feedback(nn.Module):
         """Tensor used instead of ``weight`` to send errors backwards; ``None`` = exact."""
         raise NotImplementedError
 
+    def prepare(self, weight: Tensor) -> None:
+        """Called before every forward use of the layer's weight, in any grad mode (evaluation,
+        ``no_grad`` and :func:`alignlab.nn.exact` included); the default holds W's norm where
+        the rule's ``constrain_weights`` asked for it (:func:`hold_norm`), and does nothing else."""
+        if self.holds_norm:
+            hold_norm(self, weight)
+
+    holds_norm = False  # constrain_weights: True once constrain_norm gave it a weight_norm buffer
+
     def observe(self, grad: Tensor, matrix: Tensor) -> None:
         """Called in the layer's backward with the error at the layer's output (``grad``, shaped
         like the output) and the tensor ``matrix`` returned for that call; the default does
@@ -252,10 +261,7 @@ class StepCache:
         self.value: Tensor | None = None
 
     def get(self, weight: Tensor, build) -> Tensor:
-        # Tensor._version, the in-place version counter autograd's own checks use, has no
-        # public equivalent; it is the one private torch attribute alignlab reads (stable
-        # since torch 0.4; tests/test_rules.py checks the rebuild once per step)
-        key = (weight.data_ptr(), weight._version, weight.dtype, weight.device)
+        key = weight_key(weight)
         if key != self.key:
             with torch.no_grad():
                 self.value = build(weight.detach())
@@ -291,9 +297,16 @@ def draw_like(weight: Tensor, init: str, std: float, generator: torch.Generator 
     return (r * std).to(device=weight.device, dtype=weight.dtype)
 
 
-def _weight_key(weight: Tensor) -> tuple:
-    # as StepCache's key: storage and in-place version counter
+def weight_key(weight: Tensor) -> tuple:
+    """Storage, in-place version, dtype and device of ``weight``: it changes when an optimizer
+    step, a ``load_state_dict`` or ``.to()`` changes W. Tensor._version, the version counter
+    autograd's own checks use, has no public equivalent; this is the one place alignlab reads a
+    private torch attribute (stable since torch 0.4; tests/test_rules.py checks the rebuilds)."""
     return weight.data_ptr(), weight._version, weight.dtype, weight.device
+
+
+# how autograd names a transpose of a parameter (transformers' Conv1D weight read as W.mT)
+_VIEW_NODES = ("TransposeBackward0", "TBackward0", "PermuteBackward0")
 
 
 def constrain_norm(feedback: Feedback, weight: Tensor) -> None:
@@ -302,29 +315,28 @@ def constrain_norm(feedback: Feedback, weight: Tensor) -> None:
     resize, which records the resized weight's norm)."""
     with torch.no_grad():
         feedback.register_buffer("weight_norm", torch.linalg.vector_norm(weight.detach()).clone())
+    feedback.holds_norm = True
     feedback._norm_key = None
 
 
 def hold_norm(feedback: Feedback, weight: Tensor) -> None:
     """BioTorch's ``constrain_weights``: W ← W·‖W₀‖_F/‖W‖_F in place, under no_grad, the first
-    time the feedback is asked for a new version of W (once per optimizer step); nothing when
-    the feedback has no ``weight_norm`` buffer. Called at the top of ``matrix(weight)``, i.e.
-    in the forward, before the layer uses W, so autograd saves the rescaled W."""
-    norm = getattr(feedback, "weight_norm", None)
-    if norm is None or _weight_key(weight) == getattr(feedback, "_norm_key", None):
+    time the feedback sees a new version of W (once per optimizer step), through
+    :meth:`Feedback.prepare`, before the layer uses W in any forward, so autograd saves the
+    rescaled W and evaluation sees it too. A weight computed in the forward (a parametrization)
+    cannot be rescaled in place: a one-line error."""
+    if weight_key(weight) == getattr(feedback, "_norm_key", None):
         return
-    base = weight
-    while base._base is not None:  # a view (a transposed weight) rescales its parameter
-        base = base._base
-    if not base.is_leaf:
+    node = weight.grad_fn
+    if node is not None and node.name() not in _VIEW_NODES:
         raise RuntimeError(f"{feedback.rule_name}: constrain_weights rescales the weight of layer {feedback.layer!r} "
                            "in place, but that weight is computed in the forward (a parametrization); "
                            "give constrain_weights=False")
     with torch.no_grad():
         current = torch.linalg.vector_norm(weight)
-        factor = torch.where(current > 0, norm.to(current.dtype) / current, torch.ones_like(current))
+        factor = torch.where(current > 0, feedback.weight_norm.to(current.dtype) / current, torch.ones_like(current))
         weight.mul_(factor)
-    feedback._norm_key = _weight_key(weight)
+    feedback._norm_key = weight_key(weight)
 
 
 def resize_norm(feedback: Feedback, weight: Tensor) -> None:

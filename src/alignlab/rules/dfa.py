@@ -129,7 +129,7 @@ class DFA(Rule):
     project: str = "broadcast"  # "broadcast": ē B to every position | "dense": flattened output → input | "kernel": BioTorch's conv DFA
 
     def __post_init__(self) -> None:
-        if not (isinstance(self.scale, (int, float)) and self.scale > 0):
+        if isinstance(self.scale, bool) or not (isinstance(self.scale, (int, float)) and self.scale > 0):
             raise ValueError(f"rule 'dfa': scale={self.scale!r} is not valid; give a positive number")
         check_choice(self.name, "project", self.project, PROJECTIONS)
 

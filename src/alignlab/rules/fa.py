@@ -39,7 +39,7 @@ from torch import Tensor
 
 from ..nn.functional import locally_connected_input_grad
 from .base import (BOOLS, Feedback, RandomInitRule, StepCache, check_choice, check_drawn_init, constrain_norm,
-                   draw_like, grown, hold_norm, new_seed, resize_norm)
+                   draw_like, grown, new_seed, resize_norm)
 from .registry import register
 
 CONV_FEEDBACK = ("shared", "untied")
@@ -67,7 +67,6 @@ class FixedFeedback(Feedback):
         resize_norm(self, weight)
 
     def matrix(self, weight: Tensor) -> Tensor:
-        hold_norm(self, weight)
         if not self.match_norm:
             return self.B
         return self._cache.get(weight, lambda w: self.B * (torch.linalg.vector_norm(w) / torch.linalg.vector_norm(self.B)))

@@ -29,7 +29,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor, nn
 
-from .base import (BOOLS, Feedback, RandomInitRule, check_choice, constrain_norm, grown, hold_norm, random_like,
+from .base import (BOOLS, Feedback, RandomInitRule, check_choice, constrain_norm, grown, random_like,
                    resize_norm, resized_warning)
 from .registry import register
 
@@ -57,7 +57,6 @@ class LearnedFeedback(Feedback):
         resized_warning(self, old, self.B.shape)
 
     def matrix(self, weight: Tensor) -> Tensor:
-        hold_norm(self, weight)
         return self.B
 
 

@@ -12,7 +12,7 @@ import math
 import torch
 from torch import Tensor
 
-from .base import Feedback, StepCache, constrain_norm, fan_in_out, hold_norm
+from .base import Feedback, StepCache, constrain_norm, fan_in_out
 
 SCALES = ("rms", "xavier", "kaiming", "spectral")
 
@@ -86,7 +86,6 @@ class SignFeedback(Feedback):
         raise NotImplementedError
 
     def matrix(self, weight: Tensor) -> Tensor:
-        hold_norm(self, weight)
         return self._cache.get(weight, self._build)
 
     def _build(self, w: Tensor) -> Tensor:

@@ -41,7 +41,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from .base import INITS, STEP_MIX, Feedback, Rule, check_choice, fingerprint, grown, new_seed, random_like
+from .base import INITS, STEP_MIX, Feedback, Rule, check_choice, fingerprint, grown, new_seed, random_like, weight_key
 from .registry import register
 
 
@@ -70,6 +70,7 @@ class MirrorFeedback(Feedback):
         self.register_buffer("seed", torch.tensor(seed, dtype=torch.int64))
         self.register_buffer("step", torch.tensor(0, dtype=torch.int64))
         self.register_buffer("noise_drawn_for", fingerprint(weight))  # W the last step was taken for
+        self._seen = None  # the (storage, version) of W last checked against noise_drawn_for
         self.groups, self.init = groups, init
         self.mirror_lr, self.mirror_decay = mirror_lr, mirror_decay
         self.noise_std, self.mirror_batch = noise_std, mirror_batch
@@ -109,8 +110,10 @@ class MirrorFeedback(Feedback):
 
 
 def _mirror_step_if_moved(feedback: MirrorFeedback, weight: Tensor) -> None:
-    if not torch.equal(fingerprint(weight), feedback.noise_drawn_for):
+    key = weight_key(weight)  # cheap: only a W whose storage or version moved is fingerprinted
+    if key != feedback._seen and not torch.equal(fingerprint(weight), feedback.noise_drawn_for):
         feedback.mirror(weight)
+    feedback._seen = weight_key(weight)
 
 
 _EAGER = []

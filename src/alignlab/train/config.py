@@ -92,8 +92,8 @@ class RunConfig:
         default = rules.get(self.rule, **self.rule_options)
         if not self.layer_rules:
             return default
-        spec = {pattern: rules.get(*_layer_rule(value)[:1], **_layer_rule(value)[1])
-                for pattern, value in self.layer_rules.items()}
+        spec = {pattern: rules.get(name, **options)
+                for pattern, (name, options) in ((p, _layer_rule(v)) for p, v in self.layer_rules.items())}
         spec.setdefault("*", default)
         return spec
 
