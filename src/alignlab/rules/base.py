@@ -68,9 +68,13 @@ class Feedback(nn.Module):
             f"feedback was built for {tuple(self.weight_shape)} and this rule cannot resize it; convert the "
             "model again after resizing it")
 
-    def __init__(self) -> None:
+    def __init__(self, constrain_weights: Tensor | None = None) -> None:
+        """``constrain_weights``: the layer's weight when the rule's ``constrain_weights`` option
+        is on; its norm is then held (:func:`constrain_norm`, :meth:`prepare`)."""
         super().__init__()
         self.register_load_state_dict_pre_hook(_take_saved_shapes)
+        if constrain_weights is not None:
+            constrain_norm(self, constrain_weights)
 
     def matrix(self, weight: Tensor) -> Tensor | None:
         """Tensor used instead of ``weight`` to send errors backwards; ``None`` = exact."""

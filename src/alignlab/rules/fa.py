@@ -38,7 +38,7 @@ import torch
 from torch import Tensor
 
 from ..nn.functional import locally_connected_input_grad
-from .base import (BOOLS, Feedback, RandomInitRule, StepCache, check_choice, check_drawn_init, constrain_norm,
+from .base import (BOOLS, Feedback, RandomInitRule, StepCache, check_choice, check_drawn_init,
                    draw_like, grown, new_seed, resize_norm)
 from .registry import register
 
@@ -50,12 +50,10 @@ class FixedFeedback(Feedback):
 
     def __init__(self, B: Tensor, match_norm: bool = False, init: str = "kaiming", std: float = 0.1,
                  constrain_weights: Tensor | None = None) -> None:
-        super().__init__()
+        super().__init__(constrain_weights)
         self.register_buffer("B", B)
         self.match_norm, self.init, self.std = match_norm, init, std
         self._cache = StepCache()
-        if constrain_weights is not None:
-            constrain_norm(self, constrain_weights)
 
     @property
     def weight_shape(self) -> torch.Size:

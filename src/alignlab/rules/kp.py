@@ -29,7 +29,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor, nn
 
-from .base import (BOOLS, Feedback, RandomInitRule, check_choice, constrain_norm, grown, random_like,
+from .base import (BOOLS, Feedback, RandomInitRule, check_choice, grown, random_like,
                    resize_norm, resized_warning)
 from .registry import register
 
@@ -38,11 +38,9 @@ class LearnedFeedback(Feedback):
     """B as a parameter: it receives the layer's weight gradient as its own."""
 
     def __init__(self, B: Tensor, init: str = "kaiming", constrain_weights: Tensor | None = None) -> None:
-        super().__init__()
+        super().__init__(constrain_weights)
         self.B = nn.Parameter(B)
         self.init = init
-        if constrain_weights is not None:
-            constrain_norm(self, constrain_weights)
 
     @property
     def weight_shape(self) -> torch.Size:

@@ -12,7 +12,7 @@ import math
 import torch
 from torch import Tensor
 
-from .base import Feedback, StepCache, constrain_norm, fan_in_out
+from .base import Feedback, StepCache, fan_in_out
 
 SCALES = ("rms", "xavier", "kaiming", "spectral")
 
@@ -76,11 +76,9 @@ class SignFeedback(Feedback):
     """
 
     def __init__(self, constrain_weights: Tensor | None = None) -> None:
-        super().__init__()
+        super().__init__(constrain_weights)
         self._cache = StepCache()
         self._out: Tensor | None = None
-        if constrain_weights is not None:
-            constrain_norm(self, constrain_weights)
 
     def magnitudes(self, weight: Tensor) -> Tensor | float:
         raise NotImplementedError
