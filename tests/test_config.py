@@ -85,3 +85,11 @@ def test_bad_layer_rules_are_one_line_errors(value, message):
     with pytest.raises(ValueError) as err:
         load_config(None, [f"layer_rules={value}"])
     assert message in str(err.value) and "\n" not in str(err.value)
+
+
+@pytest.mark.parametrize("value", ["[1, -0.5]", "[1, x]", "[true]"])
+def test_bad_decay_schedule_is_a_one_line_error(value):
+    with pytest.raises(ValueError) as err:
+        load_config(None, [f"optim.decay_schedule={value}"])
+    assert "config key 'optim.decay_schedule' must list numbers >= 0" in str(err.value)
+    assert "\n" not in str(err.value)
