@@ -9,6 +9,7 @@ import torch
 from torch import nn
 
 import alignlab
+from alignlab.nn import product as product_module
 from alignlab.diagnostics.alignment import measure_alignment
 from alignlab.optim import build_optimizer
 from alignlab.rules.ldfa import DirectLowRankFeedback
@@ -20,7 +21,8 @@ def fb(layer):
 
 
 def matrix(layer):
-    return layer.feedback.matrix(layer.weight).detach()
+    with torch.no_grad():
+        return layer.feedback.matrix(layer.weight)
 
 
 def oja_by_hand(P, delta, normalize, rate=1.0):
@@ -713,22 +715,29 @@ def test_direct_under_ddp_ranks_hold_the_same_tensors(tmp_path, options):
 # --- the route through the factors -------------------------------------------------------------
 
 
-@pytest.mark.parametrize("shape", [(8, 64), (2, 4, 64)])
+LAYERS = {
+    "linear": (lambda: nn.Linear(64, 128), (8, 64)),
+    "linear 3-d": (lambda: nn.Linear(64, 128), (2, 4, 64)),
+    "conv2d": (lambda: nn.Conv2d(6, 32, 3, stride=2, padding=1), (2, 6, 9, 9)),
+    "conv1d grouped": (lambda: nn.Conv1d(6, 12, 3, groups=3, dilation=2), (2, 6, 11)),
+}
+
+
+@pytest.mark.parametrize("case", LAYERS, ids=list(LAYERS))
 @pytest.mark.parametrize("learn_p", [True, False])
-def test_the_factored_route_gives_the_dense_routes_numbers(shape, learn_p):
+def test_the_factored_route_gives_the_dense_routes_numbers(case, learn_p, monkeypatch):
     """δ through Pᵀ then Q (never forming PᵀQ), Q's gradient from the same h, P's Oja step from δ:
-    every gradient equals the dense route's."""
+    every gradient equals the dense route's (grouped convs take the dense route either way)."""
+    make, shape = LAYERS[case]
     torch.manual_seed(0)
-    layer = alignlab.convert(nn.Sequential(nn.Linear(64, 128)), rule="ldfa", rank=4, learn_p=learn_p)[0]
+    layer = alignlab.convert(nn.Sequential(make()), rule="ldfa", rank=4, learn_p=learn_p)[0]
     fb = layer.feedback
-    assert fb.linear_factors(8, layer.weight) is not None  # 8·4·(128 + 128) < (8 + 8)·128·64
-    x, g = torch.randn(*shape), torch.randn(*shape[:-1], 128)
+    x = torch.randn(*shape)
+    g = torch.randn(layer(x).shape)
     grads = []
-    for dense in (False, True):
-        if dense:
-            fb.linear_factors = lambda rows, weight: None
+    for route in ("factored", "dense"):
+        monkeypatch.setattr(product_module, "FORCED", route)
         layer.zero_grad(set_to_none=True)
-        fb.zero_grad(set_to_none=True)
         xi = x.clone().requires_grad_(True)
         layer(xi).backward(g)
         grads.append([xi.grad, layer.weight.grad, layer.bias.grad, fb.Q.grad, fb.P.grad])
@@ -736,9 +745,13 @@ def test_the_factored_route_gives_the_dense_routes_numbers(shape, learn_p):
         if b is None:
             assert a is None and name == "P" and not learn_p
         else:
-            torch.testing.assert_close(a, b, msg=name)
+            torch.testing.assert_close(a, b, msg=name, atol=1e-5, rtol=1e-5)
+    x1 = x.clone().requires_grad_(True)  # and the input gradient is δ through B = PᵀQ
+    if case.startswith("linear"):
+        nn.functional.linear(x1, matrix(layer)).backward(g)
+    else:
+        conv = getattr(nn.functional, f"conv{x.dim() - 2}d")
+        conv(x1, matrix(layer), None, layer.stride, layer.padding, layer.dilation, layer.groups).backward(g)
+    torch.testing.assert_close(grads[0][0], x1.grad, atol=1e-5, rtol=1e-5)
 
 
-def test_small_layers_keep_the_dense_route():
-    layer = alignlab.convert(nn.Sequential(nn.Linear(10, 32)), rule="ldfa", rank=10)[0]
-    assert layer.feedback.linear_factors(64, layer.weight) is None  # 64·10·52 > (64 + 20)·32·10

@@ -219,7 +219,8 @@ def check_bf16_autocast(rule) -> None:
         out = model(x)
         loss = F.cross_entropy(out, y)
         for name, layer, feedback in converted_layers(model):
-            b = None if feedback.direct or feedback.own_input_grad else feedback.matrix(layer_weight(layer))
+            with torch.no_grad():
+                b = None if feedback.direct or feedback.own_input_grad else feedback.matrix(layer_weight(layer))
             assert b is None or b.dtype == torch.float32, f"{name}: feedback built in {b.dtype} under autocast"
     assert out.dtype == torch.bfloat16, out.dtype
     loss.backward()

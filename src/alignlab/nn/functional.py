@@ -4,11 +4,10 @@ Every rule shares one backward: the weight (and bias) gradient is the true local
 ΔW = δᵀx, and only the gradient sent to the input changes:
 
 * matrix rules (FA, sign-symmetry, KP): grad_x = δ · B, with B in W's place;
-* direct rules (DFA): grad_x = eᵀB_l, a projection of the output error (``feedback.project``).
+* direct rules (DFA): grad_x = eᵀB_l, a projection of the output error (``feedback.project``);
+* product rules (PFA, LDFA): grad_x = δ · B · R, two factors in turn (:mod:`.product`).
 
 If B requires grad (KP), it receives ΔW as its gradient. The forward pass is PyTorch's own.
-Every feedback module is shown, in the backward, the error δ at the layer's output and the
-feedback tensor that call used (``Feedback.observe``; a no-op unless the rule learns from δ).
 Under autocast the forward computes in the autocast dtype, the input is saved in that dtype
 (as BP saves it), the backward runs in the gradient's dtype with B cast to it, and autograd
 casts each returned gradient back to its parameter's dtype.
@@ -29,14 +28,8 @@ from torch.autograd import Function
 
 from .direct import ErrorSlot, open_slot
 from .mode import exact_enabled
-
-
-def _as_computed(x: Tensor) -> Tensor:
-    """``x`` in the dtype autocast gives the layer's matmul/conv (what BP would save)."""
-    kind = x.device.type
-    if torch.is_autocast_enabled(kind) and x.is_floating_point():
-        return x.to(torch.get_autocast_dtype(kind))
-    return x
+from .product import ConvProductFn, LinearProductFn
+from .saved import as_computed, rows
 
 
 class ConvCall(NamedTuple):
@@ -59,29 +52,20 @@ def _direct_input_grad(feedback, slot: ErrorSlot, x_shape: torch.Size, conv: Con
     return feedback.project(slot.error, x_shape, conv)
 
 
-def _rows(grad: Tensor, x: Tensor) -> tuple[Tensor, Tensor]:
-    """A Linear's output error and (saved) input as 2-D row matrices, x in the error's dtype."""
-    x = x.to(grad.dtype)
-    if grad.dim() == 2:
-        return grad, x
-    return grad.reshape(-1, grad.shape[-1]), x.reshape(-1, x.shape[-1])
-
-
 class LinearFeedbackFn(Function):
     """y = x Wᵀ + b; grad_x = δ B (or eᵀB_l); grad_W = δᵀx (also B's gradient if B learns)."""
 
     @staticmethod
     def forward(ctx, x, weight, bias, matrix, feedback, slot):
-        ctx.save_for_backward(_as_computed(x), matrix)
+        ctx.save_for_backward(as_computed(x), matrix)
         ctx.feedback, ctx.slot = feedback, slot
         return F.linear(x, weight, bias)
 
     @staticmethod
     def backward(ctx, grad):
         x, matrix = ctx.saved_tensors
-        ctx.feedback.observe(grad, matrix)
         need_x, need_w, need_b, need_m = ctx.needs_input_grad[:4]
-        g2, x2 = _rows(grad, x)
+        g2, x2 = rows(grad, x)
         grad_x = grad_w = grad_b = None
         if need_x:
             if ctx.slot is not None:
@@ -97,33 +81,6 @@ class LinearFeedbackFn(Function):
         return grad_x, grad_w if need_w else None, grad_b, grad_w if need_m else None, None, None
 
 
-class LinearProductFn(Function):
-    """y = x Wᵀ + b; errors go back through two factors: h = δB, grad_x = hR, grad_R = hᵀx.
-
-    Feedback with two factors (``Feedback.linear_factors``): B·R is never formed. B's gradient,
-    where B learns (ldfa's Pᵀ), is ``feedback.factor_grad(δ)``.
-    """
-
-    @staticmethod
-    def forward(ctx, x, weight, bias, B, R, feedback):
-        ctx.save_for_backward(_as_computed(x), B, R)
-        ctx.feedback = feedback
-        return F.linear(x, weight, bias)
-
-    @staticmethod
-    def backward(ctx, grad):
-        x, B, R = ctx.saved_tensors
-        need_x, need_w, need_b, need_f, need_r = ctx.needs_input_grad[:5]
-        g2, x2 = _rows(grad, x)
-        h = g2 @ B.to(g2.dtype)
-        grad_x = (h @ R.to(g2.dtype)).view(*grad.shape[:-1], R.shape[-1]) if need_x else None
-        grad_w = g2.mT @ x2 if need_w else None
-        grad_b = g2.sum(0) if need_b else None
-        grad_f = ctx.feedback.factor_grad(g2) if need_f else None
-        grad_r = h.mT @ x2 if need_r else None
-        return grad_x, grad_w, grad_b, grad_f, grad_r, None
-
-
 class ConvFeedbackFn(Function):
     """N-d convolution whose input gradient is a transposed conv with B instead of W."""
 
@@ -131,7 +88,7 @@ class ConvFeedbackFn(Function):
     def forward(ctx, x, weight, bias, matrix, feedback, slot, stride, padding, dilation, groups):
         # direct rules never touch the backward conv's input path, but the call needs a
         # tensor of the weight's shape in the weight slot; W itself costs nothing to keep
-        ctx.save_for_backward(_as_computed(x), weight if matrix is None else matrix)
+        ctx.save_for_backward(as_computed(x), weight if matrix is None else matrix)
         ctx.feedback, ctx.slot = feedback, slot
         ctx.conv = (stride, padding, dilation, groups)
         ctx.bias_sizes = None if bias is None else list(bias.shape)
@@ -141,7 +98,6 @@ class ConvFeedbackFn(Function):
     @staticmethod
     def backward(ctx, grad):
         x, matrix = ctx.saved_tensors
-        ctx.feedback.observe(grad, matrix)
         need_x, need_w, need_b, need_m = ctx.needs_input_grad[:4]
         direct = ctx.slot is not None
         own = ctx.feedback.own_input_grad
@@ -184,14 +140,20 @@ def route(feedback, x: Tensor, weight: Tensor):
     return None if matrix is None else (matrix, None)
 
 
+def _factors(feedback, weight: Tensor):
+    """(B, R) where ``feedback`` sends errors through two factors in turn on this call, else None."""
+    if not (feedback.has_factors and torch.is_grad_enabled() and not exact_enabled()):
+        return None
+    feedback.prepare(weight)
+    follow(feedback, weight)
+    return feedback.factors(weight)
+
+
 def feedback_linear(x: Tensor, weight: Tensor, bias: Tensor | None, feedback) -> Tensor:
     """``F.linear`` whose backward sends errors through ``feedback`` (or its two factors)."""
-    if feedback.has_factors and torch.is_grad_enabled() and not exact_enabled():
-        feedback.prepare(weight)
-        follow(feedback, weight)
-        factors = feedback.linear_factors(x.numel() // max(x.shape[-1], 1), weight)
-        if factors is not None:
-            return LinearProductFn.apply(x, weight, bias, *factors, feedback)
+    factors = _factors(feedback, weight)
+    if factors is not None:
+        return LinearProductFn.apply(x, weight, bias, *factors, feedback)
     routed = route(feedback, x, weight)
     if routed is None:
         return F.linear(x, weight, bias)
@@ -203,6 +165,9 @@ def feedback_linear(x: Tensor, weight: Tensor, bias: Tensor | None, feedback) ->
 
 def feedback_conv(x, weight, bias, feedback, stride, padding, dilation, groups) -> Tensor:
     """N-d convolution (numeric padding) whose backward sends errors through ``feedback``."""
+    factors = _factors(feedback, weight)
+    if factors is not None:
+        return ConvProductFn.apply(x, weight, bias, *factors, feedback, stride, padding, dilation, groups)
     routed = route(feedback, x, weight)
     if routed is None:
         zeros = [0] * (x.dim() - 2)

@@ -12,10 +12,10 @@ classes and decorates its :class:`Rule` with :func:`alignlab.rules.register`:
   backward pass (FA, sign-symmetry, KP). If it requires grad, it receives the layer's true
   weight gradient as its own gradient (this is how KP learns B). ``None`` means exact
   transport (BP).
-* ``linear_factors(rows, weight)`` — two factors (B, R) to send a Linear's error through in
-  turn, never forming B·R (product feedback); default None: use ``matrix``.
-* ``observe(grad, matrix)`` — shown, in the backward, the error at the layer's output and the
-  feedback tensor that call used (ldfa learns P from it); default: nothing.
+* ``factors(weight)`` — two factors (B, R), B (N_out × m) and R (m × the rest of W's shape),
+  to send the layer's error through in turn (grad_x = δ·B·R; pfa's B then R, ldfa's Pᵀ then Q);
+  each backward forms B·R only where that costs less (:mod:`alignlab.nn.product`); B's gradient,
+  where B learns, is ``factor_grad(grad_rows, h)`` (ldfa's Oja step); default None: ``matrix``.
 * ``own_input_grad = True`` and ``input_grad(grad, x_shape, conv)`` — the feedback computes the
   layer's input gradient itself (fa's untied conv feedback: a kernel at every position).
 * ``direct = True`` and ``project(error, x_shape, conv)`` — the layer's input gradient
@@ -48,7 +48,7 @@ class Feedback(nn.Module):
 
     direct: ClassVar[bool] = False  # True: the input gradient is ``project``'s, not δ·matrix
     own_input_grad: ClassVar[bool] = False  # True: the input gradient is ``input_grad``'s (untied conv feedback)
-    has_factors: ClassVar[bool] = False  # True: ``linear_factors`` may return (B, R)
+    has_factors: ClassVar[bool] = False  # True: ``factors`` may return (B, R)
     rule_name: str = ""
     layer: str = ""
     tap = None  # direct feedback: the root model's OutputErrorTap (alignlab.nn.direct), set by convert
@@ -89,11 +89,6 @@ class Feedback(nn.Module):
 
     holds_norm = False  # constrain_weights: True once constrain_norm gave it a weight_norm buffer
 
-    def observe(self, grad: Tensor, matrix: Tensor) -> None:
-        """Called in the layer's backward with the error at the layer's output (``grad``, shaped
-        like the output) and the tensor ``matrix`` returned for that call; the default does
-        nothing. A rule that learns from the error (ldfa's P) overrides it."""
-
     def project(self, error: Tensor, x_shape: torch.Size, conv=None) -> Tensor:
         """Direct feedback only (``direct = True``): the layer's input gradient, shaped
         ``x_shape``, from the model's output error ``error`` (N, *positions, C). ``conv``: None
@@ -115,16 +110,18 @@ class Feedback(nn.Module):
         independent kernel at every conv position); ``conv`` as for :meth:`project`."""
         raise NotImplementedError(f"{self.rule_name}: input_grad() is for feedback with own_input_grad = True")
 
-    def linear_factors(self, rows: int, weight: Tensor) -> tuple[Tensor, Tensor] | None:
-        """(B, R) when a Linear call with ``rows`` input rows should send errors through B,
-        then R (grad_x = δ·B·R, R's gradient (δB)ᵀx) instead of through ``matrix``; None (the
-        default): use ``matrix``. Only product feedback (pfa) has factors."""
+    def factors(self, weight: Tensor) -> tuple[Tensor, Tensor] | None:
+        """(B, R) when the layer's error should go through B (N_out × m), then R (m rows, W's
+        other dims; a grouped pfa conv: groups·m rows, one block per group), never through a
+        stored B·R: the backward (:mod:`alignlab.nn.product`) takes, per call, whichever of
+        δ·B·R and δ·(B·R) costs fewer multiply-adds, and gives R the gradient Bᵀ∇W either way.
+        None (the default): use :meth:`matrix`. Only product feedback (pfa, ldfa) has factors."""
         return None
 
-    def factor_grad(self, grad_rows: Tensor) -> Tensor | None:
-        """The gradient of the first factor B of ``linear_factors`` for the layer's output error
-        rows δ (n × N_out), where B learns (ldfa's Pᵀ: Oja's rule); the default, None, is for
-        a B that does not learn (pfa's)."""
+    def factor_grad(self, grad_rows: Tensor, h: Tensor) -> Tensor | None:
+        """The gradient of the first factor B of :meth:`factors`, from the layer's output error
+        rows δ (n × N_out; every position of a conv is a row) and h = δB (n × m), where B
+        learns (ldfa's Pᵀ: Oja's rule); the default, None, is for a B that does not (pfa's)."""
         return None
 
     def extra_repr(self) -> str:

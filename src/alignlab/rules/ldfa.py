@@ -18,14 +18,15 @@ scaled as ``normalize`` says, ⟨·⟩ the batch mean): its rows become an ortho
 
     ΔP = η_P ⟨y δ̂ᵀ − y yᵀ P⟩ = η_P (P Ĉ − P Ĉ Pᵀ P),   Ĉ = ⟨δ̂ δ̂ᵀ⟩
 
-Wiring: ``matrix()`` returns PᵀQ from an autograd function that gives Q the gradient P ΔW and
-P the Oja term (scaled by −η_P/η), computed by ``observe`` from the δ_out the layer's backward
-shows it, on ``.backward()`` passes that reach P (not ``torch.autograd.grad`` for other tensors,
-nor :func:`alignlab.nn.exact`). Build the optimizer after ``convert`` with Q in W's parameter
-group, as for kp. Every position (a Linear's leading dims, a conv's output) is a sample; for
-convs P is a 1×1 conv and Q a kernel (r, C_in/groups, *k), used group-wise like W. A Linear
-call sends δ through Pᵀ then Q (h = δPᵀ, grad_x = hQ, ∇Q = hᵀx, P's Oja step from δ) where that
-costs less than the dense PᵀQ, which convs still use; cross-attention (separate q/k/v) raises.
+Wiring: every Linear and conv call sends δ_out through Pᵀ, then Q (``factors``; the backward of
+:mod:`alignlab.nn.product`): h = δPᵀ, δ_in = hQ, ∇Q = hᵀx, where that costs fewer multiply-adds
+than forming PᵀQ (then δ_in = δ(PᵀQ), ∇Q = P ΔW: the same numbers). P's gradient, the Oja term
+scaled by −η_P/η, comes from δ_out and h in the same backward (``factor_grad``), so gradients
+reach P and Q like any parameter's (``.backward()``, ``torch.autograd.grad``, compile with
+``fullgraph=True``); under :func:`alignlab.nn.exact` they get none. Build the optimizer after
+``convert`` with Q in W's parameter group, as for kp. Every position (a Linear's leading dims, a
+conv's output) is a sample; for convs P is a 1×1 channel mix and Q a kernel (r, C_in/groups,
+*k), used group-wise like W. Cross-attention (separate q/k/v inputs) raises unless P is fixed.
 
 Direct (``direct=True``; the authors' rADFA layers): the network's output error e (C numbers
 per sample) goes straight to every layer through that layer's own P (r × C) and Q (r × D_in):
@@ -92,35 +93,28 @@ def normalized(delta: Tensor, normalize: str) -> Tensor:
     return d / torch.where(std > 0, std, torch.ones_like(std))
 
 
-def oja_step(P: Tensor, delta: Tensor, normalize: str) -> Tensor:
-    """⟨y δ̂ᵀ − y yᵀ P⟩ = PĈ − PĈPᵀP for errors ``delta`` (n × N), y = P δ̂ (zero for n = 0)."""
+def oja_step(P: Tensor, delta: Tensor, normalize: str, h: Tensor | None = None) -> Tensor:
+    """⟨y δ̂ᵀ − y yᵀ P⟩ = PĈ − PĈPᵀP for errors ``delta`` (n × N), y = P δ̂ (zero for n = 0).
+
+    ``h``: δPᵀ where the caller has it (the factored backward), so that ``"batch"`` and
+    ``"none"`` reuse it: with δ̂ = (δ − μ)/s, y = δ̂Pᵀ = (h − μPᵀ)/s, so δ̂ is never formed."""
     P = P.detach()
-    if delta.shape[0] == 0:
+    n = delta.shape[0]
+    if n == 0:
         return torch.zeros_like(P)
-    d = normalized(delta.detach().to(P.dtype), normalize)
-    y = d @ P.mT  # n × r
-    return (y.mT @ d - (y.mT @ y) @ P) / d.shape[0]
-
-
-class _LowRankFeedback(Function):
-    """B = PᵀQ (shaped like W); Q's gradient P·∇B, P's the Oja term ``observe`` left here."""
-
-    @staticmethod
-    def forward(ctx, P, Q, shape):
-        ctx.save_for_backward(P)
-        ctx.oja = None  # filled by LowRankFeedback.observe during the layer's backward
-        with torch.autocast(P.device.type, enabled=False):  # B in P's dtype, as kp's B
-            return (P.mT @ Q.flatten(1)).view(shape)
-
-    @staticmethod
-    def backward(ctx, grad):
-        (P,) = ctx.saved_tensors
-        grad_q = None
-        if ctx.needs_input_grad[1]:
-            grad_q = (P @ grad.flatten(1).to(P.dtype)).view(-1, *grad.shape[1:])
-        grad_p = ctx.oja if ctx.needs_input_grad[0] else None
-        ctx.oja = None
-        return grad_p, grad_q, None
+    delta = delta.detach().to(P.dtype)
+    if normalize == "unit":
+        d = normalized(delta, normalize)
+        y = d @ P.mT
+        return (y.mT @ d - (y.mT @ y) @ P) / n
+    h = delta @ P.mT if h is None else h.detach().to(P.dtype)
+    if normalize == "none":
+        return (h.mT @ delta - (h.mT @ h) @ P) / n
+    mu = delta.sum(0) / n
+    var = torch.linalg.vecdot(delta, delta, dim=0) / n - mu * mu  # one pass; an error's mean is not ≫ its spread
+    s = var.max().clamp_min(torch.finfo(delta.dtype).tiny).sqrt()  # the largest per-unit std
+    y = (h - mu @ P.mT) / s
+    return ((y.mT @ delta) / s - (y.mT @ y) @ P) / n  # yᵀδ̂ = yᵀδ/s: y sums to 0 over the batch
 
 
 _EAGER: dict = {}
@@ -135,14 +129,10 @@ def _eager(fn):
     return _EAGER[fn]
 
 
-def _eager_low_rank():
-    return _eager(_LowRankFeedback.apply)
-
-
 class LowRankFeedback(Feedback):
     """P (r × N_out) and Q (r × N_in, or a conv kernel): feedback B = PᵀQ, both learned."""
 
-    has_factors = True  # a Linear call may send δ through Pᵀ, then Q (linear_factors)
+    has_factors = True  # every call sends δ through Pᵀ, then Q (factors)
 
     def __init__(self, P: Tensor, Q: Tensor, *, learn_p: bool = True, learn_q: bool = True,
                  oja_rate: float = 1.0, normalize: str = "batch", init: str = "kaiming") -> None:
@@ -167,40 +157,24 @@ class LowRankFeedback(Feedback):
         self.Q = nn.Parameter(grown(self.Q.detach(), fresh), requires_grad=self.Q.requires_grad)
         resized_warning(self, old, self.weight_shape)
 
+    def factors(self, weight: Tensor) -> tuple[Tensor, Tensor]:
+        """(Pᵀ, Q): every Linear and conv call sends δ through Pᵀ, then Q (alignlab.nn.product
+        forms PᵀQ in the backward only where that costs less)."""
+        return self.P.mT, self.Q
+
+    def factor_grad(self, grad_rows: Tensor, h: Tensor) -> Tensor | None:
+        """Pᵀ's gradient: −η_P/η·(Oja step on the error rows δ, with h = δPᵀ), transposed."""
+        return None if not self.P.requires_grad else (-self.oja_rate * oja_step(self.P, grad_rows, self.normalize, h)).mT
+
     def matrix(self, weight: Tensor) -> Tensor:
-        return _eager_low_rank()(self.P, self.Q, weight.shape)
-
-    def linear_factors(self, rows: int, weight: Tensor) -> tuple[Tensor, Tensor] | None:
-        """(Pᵀ, Q) for a Linear call where the route through the factors costs fewer
-        multiply-adds, rows·r·(N_out + 2·N_in), than forming PᵀQ, sending δ through it and
-        giving Q its gradient P·ΔW, rows·N_out·N_in + 2·r·N_out·N_in; None: the dense route."""
-        if self.Q.dim() != 2:
-            return None
-        r, (n_out, n_in) = self.P.shape[0], weight.shape
-        return (self.P.mT, self.Q) if rows * r * (n_out + 2 * n_in) < (rows + 2 * r) * n_out * n_in else None
-
-    def factor_grad(self, grad_rows: Tensor) -> Tensor | None:
-        """Pᵀ's gradient in the factored route: −η_P/η·(Oja step on δ), transposed."""
-        return None if not self.P.requires_grad else (-self.oja_rate * self.oja_step(grad_rows)).mT
-
-    def oja_step(self, delta: Tensor) -> Tensor:
-        """⟨y δ̂ᵀ − y yᵀ P⟩ = PĈ − PĈPᵀP for errors ``delta`` (n × N_out), y = P δ̂."""
-        return oja_step(self.P, delta, self.normalize)
-
-    def observe(self, grad: Tensor, matrix: Tensor) -> None:
-        """The layer's backward shows δ_out; leave −η_P/η·(Oja step) for P's gradient."""
-        if not self.P.requires_grad:
-            return
-        node = matrix.grad_fn
-        if not hasattr(node, "oja"):  # a slice of B (cross-attention), not B itself
+        """B = PᵀQ (diagnostics, and Q's route in attention with separate query/key/value
+        inputs, where Q gets P·∇B; P cannot learn there: it needs the whole output's errors)."""
+        if self.P.requires_grad and torch.is_grad_enabled():
             raise RuntimeError(
-                "ldfa: P learns from the error of the whole layer output, but this call used a "
-                "slice of B; attention with separate query/key/value inputs is not supported"
-            )
-        conv = self.Q.dim() > 2
-        delta = (grad.movedim(1, -1) if conv else grad).reshape(-1, grad.shape[1 if conv else -1])
-        step = -self.oja_rate * self.oja_step(delta)
-        node.oja = step if node.oja is None else node.oja + step
+                "ldfa: P learns from the error of the whole layer output, but this call used B on its own; "
+                "attention with separate query/key/value inputs is not supported (learn_p=False is)")
+        with torch.autocast(self.P.device.type, enabled=False):  # B in P's dtype, as kp's B
+            return (self.P.detach().mT @ self.Q.flatten(1)).view(weight.shape)
 
     def extra_repr(self) -> str:
         p, q = ("learned" if t.requires_grad else "fixed" for t in (self.P, self.Q))

@@ -13,10 +13,11 @@ approximately when B is random with E[B Bᵀ] = I. The weight update of W is the
 
 Wiring: B is a buffer and R an ``nn.Parameter`` that receives exactly Bᵀ∇W as its gradient. Put
 R in W's parameter group with weight decay (:mod:`alignlab.optim` does: R is a ≥2-D tensor) and
-build the optimizer after ``convert``. The error goes through B·R, shaped like W and built once
-per forward pass under grad (convs, attention), or, for a Linear with fewer input rows than
-N_out, through B then R without forming B·R: the same numbers either way, about k times FA's
-input-gradient work. Convs: R is a kernel (k·C_out, C_in/groups, *kernel), B a grouped 1×1
+build the optimizer after ``convert``. Each backward sends the error through B, then R, or
+through B·R formed there, whichever costs fewer multiply-adds for the call's shapes
+(:mod:`alignlab.nn.product`; factored for a Linear with fewer error rows than about N_out): the
+same numbers either way, about k times FA's input-gradient work. Attention with separate
+query/key/value inputs uses B·R, built once per forward pass. Convs: R is a kernel (k·C_out, C_in/groups, *kernel), B a grouped 1×1
 channel mix (C_out, k·C_out/groups), so B·R is a kernel shaped like W. The packed attention
 projection (3E × E) is one Linear weight.
 
@@ -46,22 +47,11 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor, nn
 
+from ..nn.product import product
 from .base import INITS, Feedback, Rule, check_choice, grown, random_like, resized_warning
 from .registry import register
 
 INIT_B = ("random", "orthogonal", "identity")
-
-
-def product(B: Tensor, R: Tensor) -> Tensor:
-    """B·R shaped like the layer's weight: per group g, B_g (C_out/g × m) times R_g (m × rest).
-
-    B is (C_out, m), R is (groups·m, C_in/groups, *kernel) or (k·N_out, N_in); the number of
-    groups is R's rows over B's columns.
-    """
-    c_out, m = B.shape
-    groups = R.shape[0] // m
-    out = torch.bmm(B.reshape(groups, c_out // groups, m), R.reshape(groups, m, -1))
-    return out.reshape(c_out, *R.shape[1:])
 
 
 class ProductFeedback(Feedback):
@@ -106,9 +96,9 @@ class ProductFeedback(Feedback):
     def groups(self) -> int:
         return self.R.shape[0] // self.B.shape[1]
 
-    def linear_factors(self, rows: int, weight: Tensor) -> tuple[Tensor, Tensor] | None:
-        """(B, R) for the two-stage route when it is the cheaper one: fewer rows than N_out."""
-        return (self.B, self.masked_r()) if rows < self.B.shape[0] and self.groups == 1 else None
+    def factors(self, weight: Tensor) -> tuple[Tensor, Tensor]:
+        """(B, R): each backward sends δ through B, then R, or through B·R, whichever costs less."""
+        return self.B, self.masked_r()
 
     def masked_r(self) -> Tensor:
         """R as the backward uses it: R itself, or with sparse feedback R ⊙ mask, so that R's
