@@ -755,3 +755,11 @@ def test_the_factored_route_gives_the_dense_routes_numbers(case, learn_p, monkey
     torch.testing.assert_close(grads[0][0], x1.grad, atol=1e-5, rtol=1e-5)
 
 
+
+
+def test_ojas_quadratic_term_is_the_same_in_either_order():
+    from alignlab.rules.ldfa import _yyP
+    torch.manual_seed(0)
+    for n, r, N in [(128, 10, 1024), (8, 64, 64)]:  # (yᵀy)P, then yᵀ(yP), the cheaper order
+        y, P = torch.randn(n, r, dtype=torch.float64), torch.randn(r, N, dtype=torch.float64)
+        torch.testing.assert_close(_yyP(y, P), y.T @ y @ P)

@@ -93,6 +93,12 @@ def normalized(delta: Tensor, normalize: str) -> Tensor:
     return d / torch.where(std > 0, std, torch.ones_like(std))
 
 
+def _yyP(y: Tensor, P: Tensor) -> Tensor:
+    """yᵀyP in the cheaper order: (yᵀy)P costs n·r² + r²·N, yᵀ(yP) 2·n·r·N (n × r y, r × N P)."""
+    (n, r), N = y.shape, P.shape[1]
+    return (y.mT @ y) @ P if n * r + r * N <= 2 * n * N else y.mT @ (y @ P)
+
+
 def oja_step(P: Tensor, delta: Tensor, normalize: str, h: Tensor | None = None) -> Tensor:
     """⟨y δ̂ᵀ − y yᵀ P⟩ = PĈ − PĈPᵀP for errors ``delta`` (n × N), y = P δ̂ (zero for n = 0).
 
@@ -106,15 +112,15 @@ def oja_step(P: Tensor, delta: Tensor, normalize: str, h: Tensor | None = None) 
     if normalize == "unit":
         d = normalized(delta, normalize)
         y = d @ P.mT
-        return (y.mT @ d - (y.mT @ y) @ P) / n
+        return (y.mT @ d - _yyP(y, P)) / n
     h = delta @ P.mT if h is None else h.detach().to(P.dtype)
     if normalize == "none":
-        return (h.mT @ delta - (h.mT @ h) @ P) / n
+        return (h.mT @ delta - _yyP(h, P)) / n
     mu = delta.sum(0) / n
     var = torch.linalg.vecdot(delta, delta, dim=0) / n - mu * mu  # one pass; an error's mean is not ≫ its spread
     s = var.max().clamp_min(torch.finfo(delta.dtype).tiny).sqrt()  # the largest per-unit std
     y = (h - mu @ P.mT) / s
-    return ((y.mT @ delta) / s - (y.mT @ y) @ P) / n  # yᵀδ̂ = yᵀδ/s: y sums to 0 over the batch
+    return ((y.mT @ delta) / s - _yyP(y, P)) / n  # yᵀδ̂ = yᵀδ/s: y sums to 0 over the batch
 
 
 _EAGER: dict = {}
