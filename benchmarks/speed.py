@@ -2,6 +2,8 @@
 
     python benchmarks/speed.py [--rounds N] [--nets mlp,lenet,resnet20,vit] [--rules fa,dfa,...]
                                [--biotorch] [--quick] [--no-memory] [--no-macs] [--profile]
+                               [--compile [NETS] | --no-compile] [--compile-rules fa,dfa,...]
+                               [--compile-backend inductor|aot_eager|...]
 
 For each network (batch 128, fixed random inputs, no data loading) it builds one model,
 then one deep copy per rule converted by ``alignlab.convert`` (all start from the same
@@ -22,6 +24,25 @@ multiply-accumulates (MACs = the counter's FLOPs / 2: it counts 2 FLOPs per MAC)
 step; element-wise work (activations, norms, loss, the SGD step, sign rebuilds, random draws)
 counts 0. The MAC ratio to the reference is the rule's arithmetic limit: the time ratio it
 would have if time went as MACs.
+
+Compiled rows (by default on mlp and lenet in a full run, none with --quick; ``--compile``
+alone: every net timed; ``--compile NETS``: those): "torch+compile", the plain model under
+``torch.compile`` (the second reference), and "<rule>+compile" per rule (``--compile-rules``
+picks some), each a twin of its eager row (same weights, same feedback draws) whose forward,
+and with it the backward, is compiled; loss, ``backward()`` and the SGD step stay eager. Each
+row compiles a function of its own that calls the model (the graph ``torch.compile(model)``
+traces; see ``_own_forward`` for why not the model itself). ``fullgraph=True`` is tried first;
+where dynamo refuses it the row compiles without and shows "graph breaks: N" (graphs dynamo
+compiled in the first step - 1, as ``torch._dynamo.explain`` counts) and the reason. The
+compile happens in the first step, before the warm-up (at least 3 more steps), so it is not
+timed; the row reports it (first step + warm-up beyond steps x fastest step) and any
+recompile. Compiled rows are timed in the same interleaved rounds as the eager ones and report
+two ratios, median over rounds of per-round ratios: to eager plain BP and to compiled plain BP;
+their targets (fa <= 1.03, dfa and ldfa < 1.00) are on the second. MACs: the eager twin's
+count (the same arithmetic; counting under the compiled code would trace again). Memory: not
+measured. Backend: ``--compile-backend`` (default inductor); probed with a tiny function
+first, and when it does not work here (inductor on a CPU needs a C++ compiler) aot_eager is
+used and the results header says so.
 
 Memory: one fresh subprocess per (network, model) builds the network and inputs, resets the
 kernel's peak-RSS mark (so torch's import peak does not hide the steps), converts, runs
@@ -50,8 +71,9 @@ import statistics
 import subprocess
 import sys
 import time
+import types
 import warnings
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Callable
 
@@ -76,6 +98,16 @@ REFERENCE = "torch"  # the unconverted model: plain PyTorch BP
 
 # the issue's speed targets: median ratio to BP must not exceed these; other rules: report only
 SPEED_TARGETS = {"fa": 1.03, "usf": 1.03, "frsf": 1.03, "brsf": 1.03, "dfa": 0.85, "kp": 1.10}
+
+# compiled rows: "<label>+compile" is the model of the eager row <label> (its "twin") under
+# torch.compile; "torch+compile" is compiled plain PyTorch BP, the second reference
+COMPILED = "+compile"
+COMPILED_REFERENCE = REFERENCE + COMPILED
+# the issue's targets for compiled rules, on the ratio to compiled plain BP: (bound, strict):
+# fa <= 1.03x, dfa and ldfa below compiled BP (< 1.00x); other compiled rules: report only
+COMPILED_TARGETS = {"fa": (1.03, False), "dfa": (1.00, True), "ldfa": (1.00, True)}
+DEFAULT_COMPILE_NETS = ("mlp", "lenet")  # a full run's compiled rows (--compile adds the others)
+COMPILE_FALLBACK = "aot_eager"  # when the asked backend cannot compile here (inductor without a C++ compiler)
 MEMORY_SLACK = 0.05  # of BP's own training memory (peak - start)
 
 
@@ -123,6 +155,10 @@ class Settings:
     device: str = "cpu"
     seed: int = 0
     num_classes: int = 10
+    compile_nets: list[str] = field(default_factory=list)  # nets that get compiled rows
+    compile_rules: list[str] | None = None  # rules compiled there (None: all of ``rules``)
+    compile_backend: str = "inductor"
+    compile_warmup: int = 3  # steps after the compiling one, before the timed rounds (at least)
 
     def spec(self, net: str) -> NetSpec:
         return (QUICK_NETS if self.quick else NETS)[net]
@@ -160,12 +196,13 @@ def require_biotorch():
 
 @dataclass
 class Candidate:
-    label: str  # "torch", an alignlab rule name, or "biotorch-<mode>"
-    kind: str  # "reference" | "alignlab" | "biotorch"
+    label: str  # "torch", an alignlab rule name, "biotorch-<mode>", or one of those + "+compile"
+    kind: str  # "reference" | "alignlab" | "biotorch" | "compiled"
     model: nn.Module
     step: Callable[[], torch.Tensor]
     optimizer: torch.optim.Optimizer
     last_loss: float = math.nan
+    compiled: dict | None = None  # compiled rows: twin, backend, fullgraph, graphs, compile time
 
 
 def make_candidate(settings: Settings, label: str, base: nn.Module, x, y, copy_model: bool = True) -> Candidate:
@@ -209,11 +246,167 @@ def make_candidate(settings: Settings, label: str, base: nn.Module, x, y, copy_m
     return Candidate(label, kind, model, step, opt)
 
 
-def candidate_labels(settings: Settings) -> list[str]:
+def candidate_labels(settings: Settings, net: str | None = None) -> list[str]:
+    """The eager rows, then (for a net in ``settings.compile_nets``) the compiled ones."""
     labels = [REFERENCE] + list(settings.rules)
     if settings.biotorch:
         labels += [f"biotorch-{m}" for m in BIOTORCH_MODES]
-    return labels
+    return labels + compiled_labels(settings, net)
+
+
+def compiled_labels(settings: Settings, net: str | None) -> list[str]:
+    if net is None or net not in settings.compile_nets:
+        return []
+    return [COMPILED_REFERENCE] + [r + COMPILED for r in compiled_rules(settings)]
+
+
+def compiled_rules(settings: Settings) -> list[str]:
+    """The alignlab rules that get compiled rows (on the nets in ``compile_nets``)."""
+    if settings.compile_rules is None:
+        return list(settings.rules)
+    return [r for r in settings.rules if r in settings.compile_rules]
+
+
+# ----------------------------------------------------------------------------- compiled rows
+
+
+def _one_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return f"{type(exc).__name__}: {text.splitlines()[0] if text else ''}".rstrip(": ")
+
+
+def _break_reason(exc: BaseException) -> str:
+    """Why dynamo refused fullgraph=True, in one line: its message's first line and the
+    innermost line of user code it names (dynamo's "from user code:" trace)."""
+    import re
+
+    line = _one_line(exc)
+    text = str(exc)
+    if "from user code:" in text:
+        frames = re.findall(r'File "([^"]+)", line (\d+), in (\S+)', text.split("from user code:", 1)[1])
+        if frames:
+            path, lineno, func = frames[-1]
+            path = path.split("/src/", 1)[1] if "/src/" in path else path.replace(str(HERE.parent) + "/", "")
+            line += f" at {path}:{lineno} ({func})"
+    return line
+
+
+def _graphs_compiled() -> int:
+    """Graphs dynamo has compiled in this process (its own counter)."""
+    from torch._dynamo.utils import counters
+
+    return counters["stats"]["unique_graphs"]
+
+
+def _own_forward(model: nn.Module, label: str) -> Callable:
+    """``lambda x: model(x)`` with a code object of its own, for ``torch.compile``.
+
+    Dynamo keeps per-code-object state: compiling ``model`` itself would put every row's top
+    frame on the same code (``Sequential.forward`` for LeNet). A rule that breaks the graph
+    inside that frame's loop makes dynamo mark the code "skip", and from then on every other
+    compiled row of the same class runs that frame eagerly (measured: compiled fa fell from 1
+    graph to 5 pieces, and compiled plain BP to 0 graphs, i.e. eager, once compiled dfa had
+    run; with fullgraph=True it raised instead). One code object per row keeps rows apart;
+    the graph traced is the same as ``torch.compile(model)``'s."""
+    def forward(inp):
+        return model(inp)
+
+    name = "compiled_" + "".join(ch if ch.isalnum() else "_" for ch in label)
+    code = forward.__code__.replace(co_name=name)
+    if hasattr(code, "co_qualname"):
+        code = code.replace(co_qualname=name)
+    return types.FunctionType(code, forward.__globals__, name, None, forward.__closure__)
+
+
+def _compiled_step(compiled: Callable, opt: torch.optim.Optimizer, x, y) -> Callable[[], torch.Tensor]:
+    def step():  # the loss, backward and the optimizer step stay eager
+        opt.zero_grad()
+        loss = F.cross_entropy(compiled(x), y)
+        loss.backward()
+        opt.step()
+        return loss
+    return step
+
+
+def make_compiled_candidate(settings: Settings, label: str, base: nn.Module, x, y) -> Candidate:
+    """The twin's model (``make_candidate``: same weights, same feedback draws), compiled, and
+    its first step run (that step compiles). ``fullgraph=True`` first; when dynamo refuses it,
+    compiled again without, and the graphs it compiled in that first step counted (graph
+    breaks = graphs - 1, as ``torch._dynamo.explain`` counts them)."""
+    twin = label.removesuffix(COMPILED)
+    c = make_candidate(settings, twin, base, x, y)
+    info = {"twin": twin, "backend": settings.compile_backend}
+    _sync(settings.device)
+    tic = time.perf_counter()
+    try:
+        compiled = torch.compile(_own_forward(c.model, label), backend=settings.compile_backend, fullgraph=True)
+        step = _compiled_step(compiled, c.optimizer, x, y)
+        g0 = _graphs_compiled()
+        loss = step()
+        info["fullgraph"] = True
+    except Exception as exc:
+        info["fullgraph"] = False
+        info["fullgraph_error"] = _break_reason(exc)
+        info["fullgraph_attempt_s"] = time.perf_counter() - tic
+        compiled = torch.compile(_own_forward(c.model, label), backend=settings.compile_backend)
+        step = _compiled_step(compiled, c.optimizer, x, y)
+        g0 = _graphs_compiled()
+        loss = step()  # an error here drops the row
+    _sync(settings.device)
+    info["first_step_s"] = time.perf_counter() - tic
+    info["graphs"] = _graphs_compiled() - g0
+    info["graph_breaks"] = 0 if info["fullgraph"] else max(0, info["graphs"] - 1)
+    c = Candidate(label, "compiled", c.model, step, c.optimizer, float(loss.detach()), compiled=info)
+    return c
+
+
+def _dynamo_limits() -> dict:
+    """Dynamo's recompile limits, raised for one process holding many compiled models: rules
+    that break the graph compile each converted layer's frame on its own, one cache entry per
+    layer instance on a code object all layers of that class share; at the default limit (8)
+    dynamo would give up on that code and run the rest of those layers eagerly."""
+    import torch._dynamo.config as cfg
+
+    limits = {}
+    for name, value in (("recompile_limit", 1024), ("cache_size_limit", 1024),
+                        ("accumulated_recompile_limit", 65536), ("accumulated_cache_size_limit", 65536)):
+        if hasattr(cfg, name) and getattr(cfg, name) < value:
+            limits[name] = value
+    return limits
+
+
+def probe_compile_backend(backend: str, device: str) -> str | None:
+    """None when ``backend`` compiles a tiny function and its gradient here; else why not
+    (one line). Inductor on a CPU needs a working C++ compiler."""
+    def tiny(a):
+        return (torch.relu(a) * 2).sum()
+
+    try:
+        a = torch.randn(8, device=device, requires_grad=True)
+        torch.compile(_own_forward(tiny, f"probe_{backend}"), backend=backend, fullgraph=True)(a).backward()
+    except Exception as exc:
+        return _one_line(exc)
+    return None
+
+
+def resolve_compile_backend(settings: Settings, log=print) -> tuple[Settings, dict]:
+    """Settings with a backend that works on this machine (the asked one, else aot_eager), and
+    what was asked, used and why, for the report."""
+    asked = settings.compile_backend
+    tic = time.perf_counter()
+    why = probe_compile_backend(asked, settings.device)
+    info = {"asked_backend": asked, "backend": asked, "probe_s": time.perf_counter() - tic}
+    if why is not None and asked != COMPILE_FALLBACK:
+        log(f"compile: backend {asked} does not work here ({why}); falling back to {COMPILE_FALLBACK}")
+        info.update(backend=COMPILE_FALLBACK, fallback_reason=why)
+        if probe_compile_backend(COMPILE_FALLBACK, settings.device) is not None:
+            why = f"{asked} and {COMPILE_FALLBACK} both fail"
+        else:
+            why = None
+    if why is not None:
+        info["error"] = why
+        log(f"compile: no compiled rows ({why})")
+    return replace(settings, compile_backend=info["backend"]), info
 
 
 def feedback_bytes(model: nn.Module) -> int:
@@ -264,12 +457,38 @@ def _sync(device: str) -> None:
 
 def time_interleaved(settings: Settings, net: str, log=print) -> dict:
     """Round-robin timing of every candidate of ``net``; returns the per-net result dict."""
+    limits = _dynamo_limits() if compiled_labels(settings, net) else {}
+    if not limits:
+        return _time_interleaved(settings, net, log)
+    import torch._dynamo
+
+    try:
+        with torch._dynamo.config.patch(**limits):
+            return _time_interleaved(settings, net, log)
+    finally:  # the compiled models of this net are gone: drop dynamo's caches of them
+        torch._dynamo.reset()
+
+
+def _time_interleaved(settings: Settings, net: str, log=print) -> dict:
     base, x, y = net_and_data(settings, net)
-    labels = candidate_labels(settings)
+    labels = candidate_labels(settings, net)
     cands, errors = [], {}
     for label in labels:
+        compiled = label.endswith(COMPILED)
+        if compiled and label != COMPILED_REFERENCE and COMPILED_REFERENCE in errors:
+            errors[label] = f"not compiled: {COMPILED_REFERENCE} failed"
+            continue
         try:
-            cands.append(make_candidate(settings, label, base, x, y))
+            if compiled:
+                log(f"  {net}: compiling {label} ({settings.compile_backend})")
+                c = make_compiled_candidate(settings, label, base, x, y)
+                info = c.compiled
+                log(f"  {net}: {label}: first step {info['first_step_s']:.1f} s, "
+                    + ("fullgraph" if info["fullgraph"] else
+                       f"graph breaks: {info['graph_breaks']} ({info['fullgraph_error'][:120]})"))
+            else:
+                c = make_candidate(settings, label, base, x, y)
+            cands.append(c)
         except Exception as exc:  # a rule that cannot convert this net is reported, not fatal
             if label == REFERENCE:
                 raise
@@ -277,17 +496,22 @@ def time_interleaved(settings: Settings, net: str, log=print) -> dict:
             log(f"  {net}: {label} skipped ({errors[label]})")
 
     # warm-up; each model's fastest warm-up step sets its steps per visit (a visit lasts about
-    # visit_s, so a slow rule does not stretch the run and a fast one is not one timer tick)
+    # visit_s, so a slow rule does not stretch the run and a fast one is not one timer tick).
+    # A compiled model's warm-up follows its compiling first step; its compile time is the
+    # first step plus the warm-up beyond (steps x fastest step): recompiles count in it.
     steps = {}
     for c in list(cands):
-        fastest = math.inf
+        fastest, spent = math.inf, 0.0
+        n = max(1, settings.warmup) if c.compiled is None else max(1, settings.warmup, settings.compile_warmup)
+        g0 = _graphs_compiled() if c.compiled is not None else 0
         try:
-            for _ in range(max(1, settings.warmup)):
+            for _ in range(n):
                 _sync(settings.device)
                 tic = time.perf_counter()
                 c.step()
                 _sync(settings.device)
-                fastest = min(fastest, time.perf_counter() - tic)
+                dt = time.perf_counter() - tic
+                fastest, spent = min(fastest, dt), spent + dt
         except Exception as exc:  # a rule whose step fails on this net is reported, not fatal
             if c.label == REFERENCE:
                 raise
@@ -295,7 +519,17 @@ def time_interleaved(settings: Settings, net: str, log=print) -> dict:
             log(f"  {net}: {c.label} dropped ({errors[c.label]})")
             cands.remove(c)
             continue
+        if c.compiled is not None:
+            info = c.compiled
+            info["warmup_steps"] = n
+            info["recompiles_warmup"] = _graphs_compiled() - g0
+            info["compile_s"] = info["first_step_s"] + spent - (n + 1) * fastest
+            info["recompiles_timed"] = 0
         steps[c.label] = 1 if settings.quick else max(1, min(20, round(settings.visit_s / fastest)))
+    if COMPILED_REFERENCE in errors:  # no second reference: no compiled row can be compared
+        for c in [c for c in cands if c.compiled is not None]:
+            errors[c.label] = f"not timed: {COMPILED_REFERENCE} failed"
+            cands.remove(c)
     rounds = settings.rounds or settings.spec(net).rounds
 
     times = {c.label: [] for c in cands}
@@ -305,6 +539,7 @@ def time_interleaved(settings: Settings, net: str, log=print) -> dict:
         for r in range(rounds):
             k = r % len(cands)
             for c in cands[k:] + cands[:k]:
+                g0 = _graphs_compiled() if c.compiled is not None else 0
                 _sync(settings.device)
                 tic = time.perf_counter()
                 for _ in range(steps[c.label]):
@@ -312,6 +547,8 @@ def time_interleaved(settings: Settings, net: str, log=print) -> dict:
                 _sync(settings.device)
                 times[c.label].append((time.perf_counter() - tic) / steps[c.label] * 1e3)
                 c.last_loss = float(loss.detach())
+                if c.compiled is not None:  # a recompile here would be timed: reported
+                    c.compiled["recompiles_timed"] += _graphs_compiled() - g0
             gc.collect()
             if not settings.quick and (r + 1) % 5 == 0:
                 med = statistics.median(times[REFERENCE])
@@ -321,52 +558,75 @@ def time_interleaved(settings: Settings, net: str, log=print) -> dict:
             gc.enable()
 
     # arithmetic: one more step of each model, counted (outside the timed rounds: the counter
-    # slows every op down)
+    # slows every op down). A compiled row does the arithmetic of its eager twin, which is
+    # what is counted for it (counting under the compiled code would mean tracing again)
     macs = {}
     if settings.macs:
         for c in cands:
+            if c.compiled is not None:
+                continue
             try:
                 macs[c.label] = count_macs(c.step)
             except Exception as exc:  # counting is a report; a failure does not stop the timing
                 macs[c.label] = {"macs_error": f"{type(exc).__name__}: {exc}"}
                 log(f"  {net}: counting {c.label}'s MACs failed ({macs[c.label]['macs_error']})")
             _sync(settings.device)
+        for c in cands:
+            if c.compiled is not None and c.compiled["twin"] in macs:
+                macs[c.label] = {**macs[c.compiled["twin"]], "macs_counted_on": c.compiled["twin"]}
     ref_macs = macs.get(REFERENCE, {}).get("macs")
+
+    def ratio_stats(ms: list[float], ref: list[float]) -> tuple[float, list[float], list[float]]:
+        ratios = [a / b for a, b in zip(ms, ref)]
+        q = statistics.quantiles(ratios, n=4, method="inclusive") if len(ratios) >= 2 else [ratios[0]] * 3
+        return statistics.median(ratios), [q[0], q[2]], ratios
 
     ref = times[REFERENCE]
     results = {}
     for c in cands:
         ms = times[c.label]
-        ratios = [a / b for a, b in zip(ms, ref)]
-        q = statistics.quantiles(ratios, n=4, method="inclusive") if len(ratios) >= 2 else [ratios[0]] * 3
-        target = SPEED_TARGETS.get(c.label) if c.kind == "alignlab" else None
-        med_ratio = statistics.median(ratios)
-        results[c.label] = {
+        med_ratio, iqr, ratios = ratio_stats(ms, ref)
+        target, strict = (SPEED_TARGETS.get(c.label), False) if c.kind == "alignlab" else (None, False)
+        results[c.label] = res = {
             "kind": c.kind,
             "median_ms": statistics.median(ms),
-            "median_ratio": med_ratio,
-            "ratio_iqr": [q[0], q[2]],
+            "median_ratio": med_ratio,  # every row: to eager plain BP
+            "ratio_iqr": iqr,
             "ratios": ratios,
             "ms_per_round": ms,
             "final_loss": c.last_loss,
-            "speed_target": target,
-            "speed_holds": None if target is None else med_ratio <= target,
-            "steps_per_visit": steps[c.label],
         }
+        judged = med_ratio
+        if c.compiled is not None:  # and to compiled plain BP, which its target is on
+            res.update(c.compiled)
+            res["median_ratio_compiled"], res["ratio_iqr_compiled"], res["ratios_compiled"] = ratio_stats(
+                ms, times[COMPILED_REFERENCE])
+            judged = res["median_ratio_compiled"]
+            target, strict = COMPILED_TARGETS.get(c.compiled["twin"], (None, False))
+        res.update({
+            "speed_target": target,
+            "speed_target_strict": strict,  # True: the ratio must be below the target, not at it
+            "speed_holds": None if target is None else (judged < target if strict else judged <= target),
+            "steps_per_visit": steps[c.label],
+        })
         if c.label in macs:
             m = macs[c.label]
-            results[c.label].update(m)
+            res.update(m)
             if m.get("macs") is not None and ref_macs:
                 limit = m["macs"] / ref_macs
-                results[c.label]["mac_ratio"] = limit  # the arithmetic limit of the time ratio
-                results[c.label]["time_over_limit"] = med_ratio - limit
+                res["mac_ratio"] = limit  # the arithmetic limit of the time ratio
+                res["time_over_limit"] = med_ratio - limit
+                if c.compiled is not None:  # compiled BP does plain BP's arithmetic: the same limit
+                    res["time_over_limit_compiled"] = judged - limit
     for label, err in errors.items():
-        results[label] = {"kind": "biotorch" if label.startswith("biotorch-") else "alignlab", "error": err}
+        kind = "compiled" if label.endswith(COMPILED) else "biotorch" if label.startswith("biotorch-") else "alignlab"
+        results[label] = {"kind": kind, "error": err}
     spec = settings.spec(net)
     return {
         "model": spec.model, "in_shape": list(spec.in_shape), "options": spec.options, "norm": spec.norm,
         "batch": settings.batch, "rounds": rounds, "warmup_steps": settings.warmup,
         "visit_s": settings.visit_s, "reference": REFERENCE, "order": [c.label for c in cands],
+        "compiled_reference": COMPILED_REFERENCE if any(c.compiled for c in cands) else None,
         "results": results,
     }
 
@@ -653,14 +913,28 @@ def run_benchmark(settings: Settings, log=print, checkpoint: Callable[[dict], No
     if settings.biotorch:
         from importlib.metadata import version
         report["biotorch"] = version("biotorch")
+    if any(net in settings.compile_nets for net in settings.nets):
+        settings, info = resolve_compile_backend(settings, log)
+        if "error" in info:
+            settings = replace(settings, compile_nets=[])
+        report["compile"] = {
+            **info, "nets": [n for n in settings.nets if n in settings.compile_nets],
+            "rules": compiled_rules(settings),
+            "what": "torch.compile of the converted model's forward (its backward compiled with it by "
+                    "AOTAutograd); the loss, backward() call and SGD step stay eager. fullgraph=True is tried "
+                    "first; where dynamo refuses it the model is compiled without, and graph breaks = graphs "
+                    "dynamo compiled in the first step - 1. Compile time = first step (the fullgraph attempt "
+                    "included) + warm-up beyond its steps x its fastest step; it is not in the timed rounds. "
+                    "MACs: the eager twin's count (the same arithmetic). Memory: not measured.",
+        }
     for net in settings.nets:
         tic = time.perf_counter()
-        log(f"{net}: timing {', '.join(candidate_labels(settings))}")
+        log(f"{net}: timing {', '.join(candidate_labels(settings, net))}")
         entry = time_interleaved(settings, net, log)
         entry["timing_s"] = time.perf_counter() - tic
         if settings.memory:
             tic = time.perf_counter()
-            labels = [lab for lab, r in entry["results"].items() if "error" not in r]
+            labels = [lab for lab, r in entry["results"].items() if "error" not in r and r["kind"] != "compiled"]
             memory_verdicts(measure_memory(settings, net, labels, log), entry["results"])
             entry["memory_s"] = time.perf_counter() - tic
         report["nets"][net] = entry
@@ -703,6 +977,8 @@ def format_net(net: str, entry: dict) -> str:
     rows = [head]
     missed = []
     for label, r in entry["results"].items():
+        if r.get("kind") == "compiled":
+            continue
         if "error" in r:
             rows.append(f"| {label} | – | not run: {r['error']} | | | | | | | | | | |")
             continue
@@ -723,14 +999,7 @@ def format_net(net: str, entry: dict) -> str:
             target = "reference"
         holds = "" if r["speed_holds"] is None else ("yes" if r["speed_holds"] else "**no**")
         if r["speed_holds"] is False:
-            line = f"{label}: time ratio {r['median_ratio']:.3f} against its target {r['speed_target']:.2f}"
-            if "mac_ratio" in r:
-                limit = r["mac_ratio"]
-                line += (f"; arithmetic limit (MAC ratio) {limit:.3f}, time ratio − limit {r['time_over_limit']:+.3f}"
-                         + ("; the target is below the limit: out of reach by arithmetic alone"
-                            if r["speed_target"] < limit else
-                            f"; the arithmetic allows the target (the limit is {r['speed_target'] - limit:.3f} below it)"))
-            missed.append(line)
+            missed.append(_missed_line(label, r, r["median_ratio"], "time ratio"))
         m = r.get("memory", {})
         if "error" in m:
             mem_cells = ["error", "", "", "", ""]
@@ -751,7 +1020,75 @@ def format_net(net: str, entry: dict) -> str:
     if missed:
         rows.append("")
         rows.extend(f"Target missed: {line}." for line in missed)
+    compiled = {label: r for label, r in entry["results"].items() if r.get("kind") == "compiled"}
+    if compiled:
+        rows.append("")
+        rows.append(format_compiled(compiled))
     return "\n".join(rows) + "\n"
+
+
+def _target_text(r: dict) -> str:
+    return f"{'<' if r.get('speed_target_strict') else '≤'} {r['speed_target']:.2f}"
+
+
+def _missed_line(label: str, r: dict, ratio: float, ratio_name: str) -> str:
+    """One "Target missed" line: the ratio, its target, and how far the arithmetic limit is."""
+    target, strict = r["speed_target"], r.get("speed_target_strict", False)
+    line = f"{label}: {ratio_name} {ratio:.3f} against its target {_target_text(r)}"
+    if "mac_ratio" in r:
+        limit = r["mac_ratio"]
+        counted = f", counted on the eager {r['macs_counted_on']}" if "macs_counted_on" in r else ""
+        line += (f"; arithmetic limit (MAC ratio{counted}) {limit:.3f}, {ratio_name} − limit {ratio - limit:+.3f}"
+                 + ("; the target is below the limit: out of reach by arithmetic alone"
+                    if (target <= limit if strict else target < limit) else
+                    f"; the arithmetic allows the target (the limit is {target - limit:.3f} below it)"))
+    return line
+
+
+def format_compiled(results: dict) -> str:
+    """The compiled rows of one net: a second table, timed in the same rounds as the first."""
+    backends = sorted({r["backend"] for r in results.values() if "backend" in r})
+    rows = [f"Compiled (torch.compile, backend {', '.join(backends) or '–'}; timed in the same rounds):\n",
+            "| model | ms/step | time ratio to BP (IQR) | time ratio to compiled BP (IQR) | MACs/step (eager twin) | "
+            "MAC ratio to BP = limit | time (to compiled BP) − limit | speed target (to compiled BP) | "
+            "speed holds? | fullgraph? | compile s | memory |",
+            "|---|---|---|---|---|---|---|---|---|---|---|---|"]
+    missed, broken = [], []
+    for label, r in results.items():
+        if "error" in r:
+            rows.append(f"| {label} | – | not run: {r['error']} | | | | | | | | | |")
+            continue
+        ref = label == COMPILED_REFERENCE
+        name = "BP (plain PyTorch) + compile" if ref else label
+        ratio = f"{r['median_ratio']:.3f} ({r['ratio_iqr'][0]:.2f}–{r['ratio_iqr'][1]:.2f})"
+        ratio_c = "1" if ref else (f"{r['median_ratio_compiled']:.3f} "
+                                   f"({r['ratio_iqr_compiled'][0]:.2f}–{r['ratio_iqr_compiled'][1]:.2f})")
+        if "macs" in r:
+            mac_cells = [_macs(r["macs"]), "–", "–"]
+            if "mac_ratio" in r:
+                mac_cells[1:] = [f"{r['mac_ratio']:.3f}", f"{r['time_over_limit_compiled']:+.3f}"]
+            if ref:
+                mac_cells[1:] = ["1", ""]
+        else:
+            mac_cells = ["–", "–", "–"]
+        target = "reference" if ref else ("report only" if r["speed_target"] is None else f"{_target_text(r)}×")
+        holds = "" if r["speed_holds"] is None else ("yes" if r["speed_holds"] else "**no**")
+        if r["speed_holds"] is False:
+            missed.append(_missed_line(label, r, r["median_ratio_compiled"], "time ratio to compiled BP"))
+        graph = "yes" if r["fullgraph"] else f"**no**: graph breaks: {r['graph_breaks']}"
+        recompiled = r.get("recompiles_timed", 0)
+        if recompiled:
+            graph += f"; {recompiled} recompile(s) in the timed rounds"
+        if not r["fullgraph"]:
+            broken.append(f"{label}: graph breaks: {r['graph_breaks']} ({r['graphs']} graphs); "
+                          f"fullgraph=True raised {r.get('fullgraph_error', '?')}")
+        rows.append(f"| {name} | {r['median_ms']:.1f} | {ratio} | {ratio_c} | " + " | ".join(mac_cells)
+                    + f" | {target} | {holds} | {graph} | {r['compile_s']:.1f} | not measured |")
+    if missed or broken:
+        rows.append("")
+        rows.extend(f"Target missed: {line}." for line in missed)
+        rows.extend(f"Not fullgraph: {line}" for line in broken)
+    return "\n".join(rows)
 
 
 def to_markdown(report: dict) -> str:
@@ -779,6 +1116,18 @@ def to_markdown(report: dict) -> str:
         "from W each step (sign rules' B) + gradients and SGD momentum of learned feedback (kp).",
         "",
     ]
+    comp = report.get("compile")
+    if comp:
+        backend = comp["backend"] + (f" (asked for {comp['asked_backend']}, which does not work here: "
+                                     f"{comp['fallback_reason']})" if "fallback_reason" in comp else "")
+        lines += [
+            f"Compiled rows ({', '.join(comp['nets']) or 'none'}; backend {backend}"
+            + (f"; not run: {comp['error']}" if "error" in comp else "") + "): "
+            + comp["what"] + " Their targets are on the ratio to compiled plain BP (`torch+compile`): "
+            + ", ".join(f"{rule} {'<' if strict else '≤'} {bound:.2f}×" for rule, (bound, strict)
+                        in COMPILED_TARGETS.items()) + ".",
+            "",
+        ]
     for net, entry in report["nets"].items():
         lines.append(format_net(net, entry))
     return "\n".join(lines)
@@ -805,6 +1154,15 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--quick", action="store_true", help="tiny nets, 2 rounds, no visit batching (for tests)")
     p.add_argument("--no-memory", action="store_true", help="skip the memory subprocesses")
     p.add_argument("--no-macs", action="store_true", help="skip counting each model's MACs per step")
+    p.add_argument("--compile", nargs="?", const="all", default=None, metavar="NETS",
+                   help="add compiled rows (torch+compile and <rule>+compile) on these nets, comma-separated; "
+                        "alone: on every net timed (default: " + ",".join(DEFAULT_COMPILE_NETS)
+                        + "; none with --quick)")
+    p.add_argument("--no-compile", action="store_true", help="no compiled rows")
+    p.add_argument("--compile-rules", default=None,
+                   help="comma-separated: the rules that get compiled rows (default: every rule timed)")
+    p.add_argument("--compile-backend", default="inductor",
+                   help="torch.compile backend (default inductor; aot_eager when inductor does not work here)")
     p.add_argument("--profile", action="store_true",
                    help="instead of the benchmark, profile a few steps of BP and each rule (default fa, dfa) "
                         "and write speed-profile.md")
@@ -833,13 +1191,34 @@ def settings_from(args: argparse.Namespace) -> Settings:
         fail(f"unknown rule(s) {', '.join(bad)}; available: {', '.join(available)}")
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
     quick = args.quick
+    if args.no_compile:
+        compile_nets = []
+    elif args.compile is None:  # the default: a full run compiles the small nets, --quick none
+        compile_nets = [] if quick else [n for n in nets if n in DEFAULT_COMPILE_NETS]
+    elif args.compile == "all":
+        compile_nets = list(nets)
+    else:
+        compile_nets = [n.strip() for n in args.compile.split(",") if n.strip()]
+        bad = [n for n in compile_nets if n not in NETS]
+        if bad:
+            fail(f"unknown net(s) {', '.join(bad)} in --compile; choose from {', '.join(NETS)}")
+        missing = [n for n in compile_nets if n not in nets]
+        if missing:
+            fail(f"--compile {', '.join(missing)}: not among --nets {','.join(nets)}")
+    compile_rules = None
+    if args.compile_rules is not None:
+        compile_rules = [r.strip() for r in args.compile_rules.split(",") if r.strip()]
+        bad = [r for r in compile_rules if r not in rules]
+        if bad:
+            fail(f"--compile-rules {', '.join(bad)}: not among the rules timed ({', '.join(rules)})")
     return Settings(nets=nets, rules=rules, biotorch=args.biotorch,
                     rounds=args.rounds if args.rounds is not None else (2 if quick else None),
                     warmup=args.warmup if args.warmup is not None else (1 if quick else 3),
                     memory_warmup=args.memory_warmup, memory_steps=args.memory_steps,
                     memory_jobs=args.memory_jobs,
                     batch=args.batch if not quick or args.batch != 128 else 16,
-                    memory=not args.no_memory, macs=not args.no_macs, quick=quick, device=device, seed=args.seed)
+                    memory=not args.no_memory, macs=not args.no_macs, quick=quick, device=device, seed=args.seed,
+                    compile_nets=compile_nets, compile_rules=compile_rules, compile_backend=args.compile_backend)
 
 
 def main(argv=None) -> None:

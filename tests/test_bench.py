@@ -1,5 +1,6 @@
 """benchmarks/speed.py: the --quick logic in-process on a tiny MLP (a few seconds), its MAC
-counts against hand counts; benchmarks/gpu_check.sh --dry-run end to end (about 50 s)."""
+counts against hand counts, its compiled rows (aot_eager, a few seconds);
+benchmarks/gpu_check.sh --dry-run end to end (about 50 s)."""
 
 from __future__ import annotations
 
@@ -54,6 +55,179 @@ def test_quick_run_structure_and_ratios(speed, tmp_path):
     text = md.read_text()
     assert "| rule | ms/step | time ratio to BP" in text and "| fa |" in text and "| dfa |" in text
     assert "MAC ratio to BP = limit" in text
+
+
+def test_quick_compile_rows_have_both_ratios(speed, tmp_path):
+    """--quick --compile on the tiny MLP with fa and dfa, backend aot_eager (inductor would spend
+    most of a minute compiling): compiled plain BP and one compiled row per rule, timed in the
+    same rounds as the eager rows, each with its ratio to eager BP and to compiled BP."""
+    settings = tiny(speed, compile_nets=["mlp"], compile_backend="aot_eager")
+    report = speed.run_benchmark(settings, log=lambda *a: None)
+    comp = report["compile"]
+    assert comp["backend"] == comp["asked_backend"] == "aot_eager" and comp["nets"] == ["mlp"]
+    assert comp["rules"] == ["fa", "dfa"]
+    entry = report["nets"]["mlp"]
+    assert entry["compiled_reference"] == "torch+compile"
+    results = entry["results"]
+    assert list(results) == ["torch", "fa", "dfa", "torch+compile", "fa+compile", "dfa+compile"]
+    eager_bp, compiled_bp = results["torch"], results["torch+compile"]
+    assert compiled_bp["kind"] == "compiled" and compiled_bp["twin"] == "torch"
+    assert compiled_bp["ratios_compiled"] == [1.0, 1.0] and compiled_bp["speed_target"] is None
+    for label in ("torch+compile", "fa+compile", "dfa+compile"):
+        r = results[label]
+        assert "error" not in r, (label, r)
+        twin = label.removesuffix("+compile")
+        assert r["twin"] == twin and r["backend"] == "aot_eager"
+        for value in [r["median_ms"], r["median_ratio"], r["median_ratio_compiled"], *r["ratios"],
+                      *r["ratios_compiled"], *r["ratio_iqr_compiled"]]:
+            assert math.isfinite(value) and value > 0, (label, value)
+        # both ratios are per round, against the eager and the compiled reference of that round
+        assert r["ratios"] == [a / b for a, b in zip(r["ms_per_round"], eager_bp["ms_per_round"])]
+        assert r["ratios_compiled"] == [a / b for a, b in zip(r["ms_per_round"], compiled_bp["ms_per_round"])]
+        assert isinstance(r["fullgraph"], bool) and r["graphs"] >= 1 and r["graph_breaks"] >= 0
+        assert r["fullgraph"] == ("fullgraph_error" not in r)
+        if r["fullgraph"]:
+            assert r["graph_breaks"] == 0
+        assert r["compile_s"] > 0 and r["first_step_s"] > 0 and r["warmup_steps"] >= 3
+        assert math.isfinite(r["final_loss"])
+        # MACs: the eager twin's count; memory: not measured
+        assert r["macs"] == results[twin]["macs"] > 0 and r["macs_counted_on"] == twin
+        assert r["mac_ratio"] == results[twin].get("mac_ratio", 1.0)
+        assert "memory" not in r
+    assert results["fa+compile"]["speed_target"] == 1.03 and not results["fa+compile"]["speed_target_strict"]
+    dfa = results["dfa+compile"]
+    assert dfa["speed_target"] == 1.0 and dfa["speed_target_strict"]
+    assert dfa["speed_holds"] == (dfa["median_ratio_compiled"] < 1.0)
+    assert math.isclose(dfa["time_over_limit_compiled"], dfa["median_ratio_compiled"] - dfa["mac_ratio"])
+
+    _, md = speed.write_outputs(report, tmp_path)
+    text = md.read_text()
+    assert "Compiled rows (mlp; backend aot_eager)" in text
+    assert "Compiled (torch.compile, backend aot_eager; timed in the same rounds)" in text
+    assert "| model | ms/step | time ratio to BP (IQR) | time ratio to compiled BP (IQR) |" in text
+    assert "| BP (plain PyTorch) + compile |" in text and "| fa+compile |" in text and "| dfa+compile |" in text
+    rows = [line for line in text.splitlines() if line.startswith(("| fa+compile", "| dfa+compile"))]
+    assert len(rows) == 2 and all(line.endswith("| not measured |") for line in rows)
+    for line, r in zip(rows, (results["fa+compile"], dfa)):
+        assert ("| yes |" if r["fullgraph"] else f"graph breaks: {r['graph_breaks']}") in line
+        assert f"{r['median_ratio']:.3f}" in line and f"{r['median_ratio_compiled']:.3f}" in line
+    if not dfa["speed_holds"]:
+        assert "Target missed: dfa+compile: time ratio to compiled BP" in text
+
+
+def test_a_row_that_breaks_the_graph_compiles_without_fullgraph(speed, monkeypatch):
+    """fullgraph=True first; where dynamo refuses it, the row compiles without and counts its
+    graph breaks, with dynamo's reason and the line of code it names."""
+    import torch
+
+    class Breaks(torch.nn.Module):
+        def forward(self, x):
+            x = x * 1
+            torch._dynamo.graph_break()
+            return x * 1
+
+    build = speed.make_candidate
+
+    def with_a_break(settings, label, *args, **kwargs):
+        c = build(settings, label, *args, **kwargs)
+        if label == "fa":
+            c.model = torch.nn.Sequential(c.model, Breaks())
+        return c
+
+    monkeypatch.setattr(speed, "make_candidate", with_a_break)
+    settings = tiny(speed, rules=["fa"], compile_nets=["mlp"], compile_backend="aot_eager", macs=False)
+    report = speed.run_benchmark(settings, log=lambda *a: None)
+    results = report["nets"]["mlp"]["results"]
+    assert results["torch+compile"]["fullgraph"] is True and results["torch+compile"]["graph_breaks"] == 0
+    fa = results["fa+compile"]
+    assert fa["fullgraph"] is False and fa["graphs"] >= 2 and fa["graph_breaks"] == fa["graphs"] - 1, fa
+    assert fa["fullgraph_error"].startswith("Unsupported: ") and "test_bench.py:" in fa["fullgraph_error"]
+    assert fa["fullgraph_attempt_s"] > 0 and math.isfinite(fa["median_ratio_compiled"])
+    text = speed.to_markdown(report)
+    n = fa["graph_breaks"]
+    assert f"| **no**: graph breaks: {n} |" in text
+    assert f"Not fullgraph: fa+compile: graph breaks: {n} ({n + 1} graphs)" in text
+    # the count is torch._dynamo.explain's (which resets dynamo, so it cannot run mid-benchmark)
+    base, x, _ = speed.net_and_data(settings, "mlp")
+    twin = with_a_break(settings, "fa", base, x, None)
+    try:
+        explained = torch._dynamo.explain(speed._own_forward(twin.model, "explained"))(x)
+    finally:
+        torch._dynamo.reset()
+    assert (explained.graph_count, explained.graph_break_count) == (fa["graphs"], n)
+
+
+def test_compiled_rows_do_not_share_dynamo_state(speed):
+    """Each compiled row compiles a forward with a code object of its own. Compiling the modules
+    themselves, one whose autograd Function fails under tracing (as dfa's did) makes dynamo mark
+    Sequential.forward "skip", and a later fullgraph=True compile of a plain Sequential then
+    raises "found no compiled frames" (torch 2.13); with one code object per row it compiles."""
+    import torch
+
+    captured = {"error": None}
+
+    class Fails(torch.autograd.Function):
+        @staticmethod
+        def forward(ctx, x):
+            return x * 2
+
+        @staticmethod
+        def backward(ctx, g):
+            if captured["error"] is None:
+                raise RuntimeError("never captured")
+            return g * captured["error"]
+
+    class Breaks(torch.nn.Module):
+        def forward(self, x):
+            return Fails.apply(x)
+
+    torch.manual_seed(0)
+    broken = torch.nn.Sequential(torch.nn.Linear(4, 4), Breaks(), torch.nn.Linear(4, 4))
+    plain = torch.nn.Sequential(torch.nn.Linear(4, 4), torch.nn.ReLU(), torch.nn.Linear(4, 4))
+    x = torch.randn(2, 4)
+    try:
+        torch.compile(speed._own_forward(broken, "broken"), backend="aot_eager")(x)
+        full = torch.compile(speed._own_forward(plain, "plain"), backend="aot_eager", fullgraph=True)
+        assert torch.allclose(full(x), plain(x))
+    finally:
+        torch._dynamo.reset()
+
+
+def test_compile_options_and_defaults(speed, capsys):
+    """A full run compiles mlp and lenet (the nets timed among them); --quick none; --compile
+    alone every net timed; bad names are one-line errors."""
+    s = lambda *argv: speed.settings_from(speed.parse_args(list(argv)))
+    assert s().compile_nets == ["mlp", "lenet"] and s().compile_backend == "inductor"
+    assert s().compile_rules is None
+    assert s("--quick").compile_nets == []
+    assert s("--quick", "--compile").compile_nets == ["mlp", "lenet", "resnet20"]
+    assert s("--compile", "lenet").compile_nets == ["lenet"]
+    assert s("--nets", "resnet20,vit").compile_nets == []
+    assert s("--no-compile").compile_nets == []
+    assert s("--compile-rules", "dfa,fa").compile_rules == ["dfa", "fa"]
+    assert s("--compile-backend", "aot_eager").compile_backend == "aot_eager"
+    settings = speed.Settings(nets=["mlp"], rules=["fa", "dfa", "usf"], compile_nets=["mlp"], compile_rules=["usf", "fa"])
+    assert speed.candidate_labels(settings, "mlp") == ["torch", "fa", "dfa", "usf", "torch+compile", "fa+compile",
+                                                       "usf+compile"]
+    assert speed.candidate_labels(settings, "lenet") == ["torch", "fa", "dfa", "usf"]
+    for argv in (["--compile", "vgg"], ["--nets", "mlp", "--compile", "lenet"], ["--compile-rules", "nope"]):
+        with pytest.raises(SystemExit) as exc:
+            s(*argv)
+        assert exc.value.code == 2
+        err = capsys.readouterr().err
+        assert err.count("\n") == 1 and err.startswith("speed.py: error: "), argv
+
+
+def test_compile_backend_falls_back_when_it_does_not_work(speed, monkeypatch):
+    """Inductor on a CPU needs a C++ compiler: when it cannot compile here, aot_eager, and why."""
+    monkeypatch.setattr(speed, "probe_compile_backend",
+                        lambda backend, device: "CppCompileError: no C++ compiler" if backend == "inductor" else None)
+    settings, info = speed.resolve_compile_backend(tiny(speed, compile_nets=["mlp"]), log=lambda *a: None)
+    assert settings.compile_backend == info["backend"] == "aot_eager" and info["asked_backend"] == "inductor"
+    assert info["fallback_reason"] == "CppCompileError: no C++ compiler" and "error" not in info
+    monkeypatch.setattr(speed, "probe_compile_backend", lambda backend, device: "RuntimeError: nothing compiles")
+    _, info = speed.resolve_compile_backend(tiny(speed, compile_nets=["mlp"]), log=lambda *a: None)
+    assert "error" in info
 
 
 def test_macs_of_one_linear_layer_by_hand(speed):
