@@ -4,7 +4,8 @@ Every rule shares one backward: the weight (and bias) gradient is the true local
 ΔW = δᵀx, and only the gradient sent to the input changes:
 
 * matrix rules (FA, sign-symmetry, KP): grad_x = δ · B, with B in W's place;
-* direct rules (DFA): grad_x = eᵀB_l, a projection of the output error (``feedback.project``);
+* direct rules (DFA): grad_x = eᵀB_l, a projection of the output error (``feedback.project``),
+  in the layer's backward (eagerly) or in the pass's collector (under torch.compile; :mod:`.direct`);
 * product rules (PFA, LDFA): grad_x = δ · B · R, two factors in turn (:mod:`.product`).
 
 If B requires grad (KP), it receives ΔW as its gradient. The forward pass is PyTorch's own.
@@ -26,7 +27,7 @@ import torch.nn.functional as F
 from torch import Tensor
 from torch.autograd import Function
 
-from .direct import ErrorSlot, open_slot
+from .direct import Entry, collecting, input_grads, open_slot
 from .mode import exact_enabled
 from .product import ConvProductFn, LinearProductFn
 from .saved import as_computed, rows
@@ -43,34 +44,35 @@ class ConvCall(NamedTuple):
     groups: int
 
 
-def _direct_input_grad(feedback, slot: ErrorSlot, x_shape: torch.Size, conv: ConvCall | None) -> Tensor:
-    if slot.error is None:
-        raise RuntimeError(
-            f"{feedback.rule_name}: the model's output error was never captured; the loss must be computed "
-            "from the output of the model that convert() was given (see convert's output=)"
-        )
-    return feedback.project(slot.error, x_shape, conv)
+def _direct_input_grad(ctx, x: Tensor, conv: ConvCall | None, need_x: bool, params: tuple):
+    """A direct layer's backward on the hook route: (input gradient, params' gradients)."""
+    needs = ctx.needs_input_grad[ctx.first_param:]
+    if not (need_x or any(needs)):
+        return None, (None,) * len(needs)
+    return input_grads(ctx.feedback, ctx.slot, x, conv, need_x, params, needs)
 
 
 class LinearFeedbackFn(Function):
-    """y = x Wᵀ + b; grad_x = δ B (or eᵀB_l); grad_W = δᵀx (also B's gradient if B learns)."""
+    """y = x Wᵀ + b; grad_x = δ B (or the projected output error: direct rules, whose learned
+    tensors ``params`` get their gradients here); grad_W = δᵀx (also B's gradient if B learns)."""
 
     @staticmethod
-    def forward(ctx, x, weight, bias, matrix, feedback, slot):
-        ctx.save_for_backward(as_computed(x), matrix)
-        ctx.feedback, ctx.slot = feedback, slot
+    def forward(ctx, x, weight, bias, matrix, feedback, slot, *params):
+        ctx.save_for_backward(as_computed(x), matrix, *params)
+        ctx.feedback, ctx.slot, ctx.first_param = feedback, slot, 6
         return F.linear(x, weight, bias)
 
     @staticmethod
     def backward(ctx, grad):
-        x, matrix = ctx.saved_tensors
+        x, matrix, *params = ctx.saved_tensors
         need_x, need_w, need_b, need_m = ctx.needs_input_grad[:4]
         g2, x2 = rows(grad, x)
         grad_x = grad_w = grad_b = None
-        if need_x:
-            if ctx.slot is not None:
-                grad_x = _direct_input_grad(ctx.feedback, ctx.slot, x.shape, None)
-            elif ctx.feedback.own_input_grad:
+        pgrads = ()
+        if ctx.slot is not None:
+            grad_x, pgrads = _direct_input_grad(ctx, x, None, need_x, params)
+        elif need_x:
+            if ctx.feedback.own_input_grad:
                 grad_x = ctx.feedback.input_grad(grad, x.shape, None)
             else:
                 grad_x = grad @ matrix.to(grad.dtype)
@@ -78,18 +80,19 @@ class LinearFeedbackFn(Function):
             grad_w = g2.mT @ x2
         if need_b:
             grad_b = g2.sum(0)
-        return grad_x, grad_w if need_w else None, grad_b, grad_w if need_m else None, None, None
+        return grad_x, grad_w if need_w else None, grad_b, grad_w if need_m else None, None, None, *pgrads
 
 
 class ConvFeedbackFn(Function):
-    """N-d convolution whose input gradient is a transposed conv with B instead of W."""
+    """N-d convolution whose input gradient is a transposed conv with B instead of W (or, for
+    direct rules, the projected output error, as in :class:`LinearFeedbackFn`)."""
 
     @staticmethod
-    def forward(ctx, x, weight, bias, matrix, feedback, slot, stride, padding, dilation, groups):
+    def forward(ctx, x, weight, bias, matrix, feedback, slot, stride, padding, dilation, groups, *params):
         # direct rules never touch the backward conv's input path, but the call needs a
         # tensor of the weight's shape in the weight slot; W itself costs nothing to keep
-        ctx.save_for_backward(as_computed(x), weight if matrix is None else matrix)
-        ctx.feedback, ctx.slot = feedback, slot
+        ctx.save_for_backward(as_computed(x), weight if matrix is None else matrix, *params)
+        ctx.feedback, ctx.slot, ctx.first_param = feedback, slot, 10
         ctx.conv = (stride, padding, dilation, groups)
         ctx.bias_sizes = None if bias is None else list(bias.shape)
         zeros = [0] * (x.dim() - 2)
@@ -97,25 +100,28 @@ class ConvFeedbackFn(Function):
 
     @staticmethod
     def backward(ctx, grad):
-        x, matrix = ctx.saved_tensors
+        x, matrix, *params = ctx.saved_tensors
         need_x, need_w, need_b, need_m = ctx.needs_input_grad[:4]
         direct = ctx.slot is not None
         own = ctx.feedback.own_input_grad
         stride, padding, dilation, groups = ctx.conv
         mask = [need_x and not direct and not own, need_w or need_m, need_b]
         grad_x = grad_w = grad_b = None
+        pgrads = ()
         if any(mask):
             zeros = [0] * (x.dim() - 2)
             grad_x, grad_w, grad_b = torch.ops.aten.convolution_backward(
                 grad, x.to(grad.dtype), matrix.to(grad.dtype), ctx.bias_sizes, stride, padding, dilation,
                 False, zeros, groups, mask,
             )
-        if need_x and (direct or own):
+        if direct:
             call = ConvCall(grad.shape[2:], matrix.shape[2:], stride, padding, dilation, groups)
-            grad_x = (ctx.feedback.input_grad(grad, x.shape, call) if own
-                      else _direct_input_grad(ctx.feedback, ctx.slot, x.shape, call))
+            grad_x, pgrads = _direct_input_grad(ctx, x, call, need_x, params)
+        elif need_x and own:
+            call = ConvCall(grad.shape[2:], matrix.shape[2:], stride, padding, dilation, groups)
+            grad_x = ctx.feedback.input_grad(grad, x.shape, call)
         nones = (None,) * 6
-        return (grad_x, grad_w if need_w else None, grad_b, grad_w if need_m else None) + nones
+        return (grad_x, grad_w if need_w else None, grad_b, grad_w if need_m else None) + nones + tuple(pgrads)
 
 
 def follow(feedback, weight: Tensor) -> None:
@@ -127,7 +133,8 @@ def follow(feedback, weight: Tensor) -> None:
 
 
 def route(feedback, x: Tensor, weight: Tensor):
-    """(matrix, slot) for this call, or None where exact transport applies."""
+    """(matrix, slot) for this call, or None where exact transport applies; direct feedback:
+    (None, the pass's error slot)."""
     feedback.prepare(weight)
     if not torch.is_grad_enabled() or exact_enabled():
         return None
@@ -158,9 +165,14 @@ def feedback_linear(x: Tensor, weight: Tensor, bias: Tensor | None, feedback) ->
     if routed is None:
         return F.linear(x, weight, bias)
     matrix, slot = routed
-    if slot is not None:
-        x = feedback.bind_input(x, slot)
-    return LinearFeedbackFn.apply(x, weight, bias, matrix, feedback, slot)
+    if slot is None:
+        return LinearFeedbackFn.apply(x, weight, bias, matrix, feedback, None)
+    params = feedback.direct_params()
+    if collecting():  # the traced route: the pass's collector sends x its gradient (alignlab.nn.direct)
+        slot.entries.append(Entry(feedback, x, None, params))
+        return F.linear(x.detach(), weight, bias)
+    slot.used = True
+    return LinearFeedbackFn.apply(x, weight, bias, None, feedback, slot, *params)
 
 
 def feedback_conv(x, weight, bias, feedback, stride, padding, dilation, groups) -> Tensor:
@@ -173,9 +185,17 @@ def feedback_conv(x, weight, bias, feedback, stride, padding, dilation, groups) 
         zeros = [0] * (x.dim() - 2)
         return torch.convolution(x, weight, bias, stride, padding, dilation, False, zeros, groups)
     matrix, slot = routed
-    if slot is not None:
-        x = feedback.bind_input(x, slot)
-    return ConvFeedbackFn.apply(x, weight, bias, matrix, feedback, slot, stride, padding, dilation, groups)
+    if slot is None:
+        return ConvFeedbackFn.apply(x, weight, bias, matrix, feedback, None, stride, padding, dilation, groups)
+    params = feedback.direct_params()
+    if collecting():  # the traced route: the pass's collector sends x its gradient (alignlab.nn.direct)
+        zeros = [0] * (x.dim() - 2)
+        y = torch.convolution(x.detach(), weight, bias, stride, padding, dilation, False, zeros, groups)
+        call = ConvCall(y.shape[2:], weight.shape[2:], tuple(stride), tuple(padding), tuple(dilation), groups)
+        slot.entries.append(Entry(feedback, x, call, params))
+        return y
+    slot.used = True
+    return ConvFeedbackFn.apply(x, weight, bias, None, feedback, slot, stride, padding, dilation, groups, *params)
 
 
 def locally_connected_input_grad(grad: Tensor, kernels: Tensor, x_shape: torch.Size, conv: ConvCall) -> Tensor:

@@ -20,7 +20,8 @@ classes and decorates its :class:`Rule` with :func:`alignlab.rules.register`:
   layer's input gradient itself (fa's untied conv feedback: a kernel at every position).
 * ``direct = True`` and ``project(error, x_shape, conv)`` — the layer's input gradient
   is a projection of the network's output error (DFA); see :mod:`alignlab.nn.direct`;
-  ``bind_input(x, slot)`` lets such feedback learn from the layer's input.
+  ``direct_params``, ``direct_tensors`` and ``direct_grads`` let such feedback learn from the
+  output error and the layer's input (direct ldfa) and build its tensors where compile can.
 * ``weight_shape`` and ``resize(weight)`` — feedback that follows a weight of a new shape.
 
 A new module in ``alignlab/rules/`` is imported, and so registered, with the package; the
@@ -97,12 +98,27 @@ class Feedback(nn.Module):
         dilation, groups)."""
         raise NotImplementedError(f"{self.rule_name}: project() is for direct feedback (direct = True)")
 
-    def bind_input(self, x: Tensor, slot) -> Tensor:
-        """Direct feedback only: called in the forward with the layer's input ``x`` and the pass's
-        error slot; what it returns is the layer's input. The default returns ``x``; a direct
-        rule whose feedback learns from x and the output error (direct ldfa) returns x through
-        an identity autograd function whose backward gives its tensors their gradients."""
-        return x
+    def direct_params(self) -> tuple:
+        """Direct feedback only: the tensors that learn from the output error (direct ldfa's P
+        and Q). They become inputs of the layer's autograd function (of the pass's collector under
+        ``torch.compile``), which gives them the gradients :meth:`direct_grads` returns. The
+        default: none."""
+        return ()
+
+    def direct_tensors(self, error_shape: torch.Size, x_shape: torch.Size, conv, like: Tensor) -> tuple:
+        """Direct feedback only: other tensors :meth:`direct_grads` reads for a call with these
+        shapes (dfa's B), built in the forward where the backward is traced (``torch.compile``:
+        a traced backward cannot draw or cache them); ``like`` gives dtype and device. The default:
+        none."""
+        return ()
+
+    def direct_grads(self, error: Tensor, x: Tensor | None, x_shape: torch.Size, conv, params: tuple,
+                     tensors: tuple, need_x: bool, needs: tuple) -> tuple[Tensor | None, tuple]:
+        """Direct feedback only: (the layer's input gradient, None unless ``need_x``; the gradients
+        of ``params`` = :meth:`direct_params`, None where ``needs`` says False) from the output
+        error, the layer's input ``x`` and ``tensors`` = :meth:`direct_tensors`. The default:
+        (:meth:`project`, ())."""
+        return (self.project(error, x_shape, conv) if need_x else None), ()
 
     def input_grad(self, grad: Tensor, x_shape: torch.Size, conv=None) -> Tensor:
         """Feedback with ``own_input_grad = True`` only: the layer's input gradient (shaped

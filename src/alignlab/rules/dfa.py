@@ -17,7 +17,9 @@ B is drawn from U(±scale/√C) by a generator seeded at conversion (the ``seed`
 first time the layer's backward runs, and rebuilt from that seed whenever C changes (a resized
 output layer: the existing rows keep their draws, rescaled to the new bound) or the layer moves
 to another device or dtype. So B itself is not in the state dict: the seed is, and ranks and
-resumed runs rebuild the same B.
+resumed runs rebuild the same B. Under torch.compile it is drawn (the same numbers) at the end
+of the first compiled forward pass that needs it, through an operator dynamo keeps opaque (it
+cannot trace a generator); the graph is then compiled once more, with B as its input.
 
 Options
 -------
@@ -30,7 +32,9 @@ project : ``"broadcast"`` (default; works whatever the shapes) or ``"dense"`` (a
     kernel-shaped B (C × D × k…), drawn from U(±scale/√C)/√∏k; Linear layers as broadcast.
 
 Works through a plain ``loss_fn(model(x), y).backward()`` and an in-model loss
-(``model(**batch).loss.backward()``): see :mod:`alignlab.nn.direct` and ``convert``'s ``output=``.
+(``model(**batch).loss.backward()``): see :mod:`alignlab.nn.direct` and ``convert``'s ``output=``;
+under ``torch.compile(fullgraph=True)`` too, with the loss computed from the model's output
+outside it (the traced route of :mod:`alignlab.nn.direct`).
 
 Sources, choices and measurements: docs/rules.md#dfa
 """
@@ -43,6 +47,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
+from ..nn.direct import check_batch, per_position, spread, summed
 from .base import Feedback, Rule, check_choice, new_seed
 from .registry import register
 
@@ -58,7 +63,7 @@ class DirectFeedback(Feedback):
         super().__init__()
         self.scale, self.mode = scale, project
         self.register_buffer("seed", torch.tensor(seed, dtype=torch.int64))
-        self.B: Tensor | None = None  # built at the first backward; see weights()
+        self.B: Tensor | None = None  # built when first needed; see weights()
         self.register_load_state_dict_pre_hook(_drop_saved_b)
 
     def matrix(self, weight: Tensor) -> None:
@@ -73,32 +78,72 @@ class DirectFeedback(Feedback):
             raise ValueError(
                 f"{self.rule_name}: layer {self.layer!r} with project='dense' needs the shapes of its first pass "
                 f"(feedback {tuple(B.shape)}, now {rows} × {cols}); use project='broadcast' for varying shapes")
-        g = torch.Generator().manual_seed(int(self.seed))
-        draw = 2 * torch.rand(rows, cols, generator=g) - 1  # row-major: the first rows never change
-        self.B = (draw * (self.scale / math.sqrt(rows))).to(device=like.device, dtype=like.dtype)
+        self.B = _drawn(self.seed, rows, cols, self.scale / math.sqrt(rows), like)
         return self.B
+
+    def direct_tensors(self, error_shape, x_shape: torch.Size, conv, like: Tensor) -> tuple[Tensor]:
+        """(B,) for an output error shaped ``error_shape`` and this call (alignlab.nn.direct)."""
+        check_batch(self, error_shape, x_shape)
+        c = error_shape[-1]
+        d = x_shape[1] if conv is not None else x_shape[-1]
+        if per_position(error_shape, x_shape, conv):
+            return (self.weights(c, d, like),)
+        if self.mode == "dense":
+            return (self.weights(math.prod(error_shape[1:]), math.prod(x_shape[1:]), like),)
+        if self.mode == "kernel" and conv is not None:
+            return (self.weights(c, d * math.prod(conv.kernel), like),)
+        return (self.weights(c, d, like),)
+
+    def direct_grads(self, error: Tensor, x, x_shape: torch.Size, conv, params, tensors, need_x: bool, needs):
+        """(the input gradient, no learned tensors' gradients): see :meth:`project`."""
+        return (_projected(self.mode, error, tensors[0], x_shape, conv) if need_x else None), ()
 
     def project(self, error: Tensor, x_shape: torch.Size, conv=None) -> Tensor:
         """The input gradient: the output error projected through B, shaped like the input."""
-        n, c = error.shape[0], error.shape[-1]
-        if x_shape[0] != n:
-            raise ValueError(f"{self.rule_name}: the output error {tuple(error.shape)} and the input "
-                             f"{tuple(x_shape)} of layer {self.layer!r} must share their first (batch) dimension")
-        d = x_shape[1] if conv is not None else x_shape[-1]
-        if conv is None and len(x_shape) > 2 and error.shape[:-1] == x_shape[:-1]:
-            return error @ self.weights(c, d, error)  # one error per position
-        if self.mode == "dense":
-            flat = error.reshape(n, -1)
-            return (flat @ self.weights(flat.shape[1], math.prod(x_shape[1:]), error)).reshape(x_shape)
-        e = error.reshape(n, -1, c).sum(1)  # (n, c): each sample's error summed over positions
-        if self.mode == "kernel" and conv is not None:
-            return _through_kernel(e, self.weights(c, d * math.prod(conv.kernel), error), x_shape, conv)
-        g = e @ self.weights(c, d, error)  # (n, d)
-        at = (n, d) + (1,) * (len(x_shape) - 2) if conv is not None else (n,) + (1,) * (len(x_shape) - 2) + (d,)
-        return g.view(at).expand(x_shape)
+        return _projected(self.mode, error, self.direct_tensors(error.shape, x_shape, conv, error)[0], x_shape, conv)
 
     def extra_repr(self) -> str:
         return f"project={self.mode!r}, scale={self.scale}"
+
+
+def _projected(mode: str, error: Tensor, B: Tensor, x_shape: torch.Size, conv) -> Tensor:
+    """The output error (N, *positions, C) through B to an input shaped ``x_shape``: per position,
+    dense (flattened output to flattened input), through the kernel, or ē to every position."""
+    if per_position(error.shape, x_shape, conv):
+        return error @ B  # one error per position
+    if mode == "dense":
+        return (error.reshape(error.shape[0], -1) @ B).reshape(x_shape)
+    e = summed(error)  # (n, c): each sample's error summed over positions
+    if mode == "kernel" and conv is not None:
+        return _through_kernel(e, B, x_shape, conv)
+    return spread(e @ B, x_shape, conv)
+
+
+def _draw(seed: int, rows: int, cols: int, bound: float, dtype: torch.dtype, device: torch.device) -> Tensor:
+    """U(±bound), rows × cols, from a CPU generator seeded by ``seed`` (row-major: the first rows
+    never change with the number of rows)."""
+    g = torch.Generator().manual_seed(seed)
+    draw = 2 * torch.rand(rows, cols, generator=g) - 1
+    return (draw * bound).to(device=device, dtype=dtype)
+
+
+@torch.library.custom_op("alignlab::dfa_draw", mutates_args=())
+def _draw_op(seed: Tensor, rows: int, cols: int, bound: float, dtype: torch.dtype, device: torch.device) -> Tensor:
+    """:func:`_draw` as an operator that torch.compile keeps opaque (dynamo cannot trace a generator)."""
+    return _draw(int(seed), rows, cols, bound, dtype, device)
+
+
+@_draw_op.register_fake
+def _(seed, rows, cols, bound, dtype, device):
+    return torch.empty(rows, cols, dtype=dtype, device=device)
+
+
+def _drawn(seed: Tensor, rows: int, cols: int, bound: float, like: Tensor) -> Tensor:
+    """:func:`_draw` from the ``seed`` buffer, in ``like``'s dtype and device; under torch.compile
+    through :func:`_draw_op`, so that a compiled pass draws B in its forward (and keeps it)."""
+    if torch.compiler.is_compiling():
+        return _draw_op(seed, rows, cols, bound, like.dtype, like.device)
+    return _draw(int(seed), rows, cols, bound, like.dtype, like.device)
 
 
 _CONV_INPUT = {1: torch.nn.grad.conv1d_input, 2: torch.nn.grad.conv2d_input, 3: torch.nn.grad.conv3d_input}

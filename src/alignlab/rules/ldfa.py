@@ -37,8 +37,10 @@ Q's gradient is what Q would get as the weight of the map x ↦ y = e Pᵀ (KP's
 compressed output error in the place of P δ_out). Shapes as dfa's ``broadcast``: a Linear whose
 input has the output's positions gets one error per position, any other layer each sample's e
 summed over positions, sent to every input position (then x is summed over positions in ∇Q).
-P and Q are parameters; their gradients arrive through autograd (an identity function on the
-layer's input), so any optimizer, weight decay and DDP apply as to W.
+P and Q are parameters; their gradients arrive through autograd (P and Q are inputs of the
+layer's autograd function, or under torch.compile of the pass's collector: alignlab.nn.direct),
+so any optimizer, weight decay and DDP apply as to W. One h = e Pᵀ per layer call serves the
+input gradient, ∇Q and Oja's step.
 
 Options
 -------
@@ -62,7 +64,8 @@ outputs : direct only: C, the size of the output error's last dim; None (default
 targets : direct only: True drives Oja's rule for P by the one-hot targets instead of e (the
     authors' ``requires_gt``), read off e as the one negative entry of each sample's row, which
     is the target's under softmax cross-entropy; a row with none or several raises (other losses,
-    label smoothing once the model is confident); rows of zeros (ignored positions) are left out.
+    label smoothing once the model is confident; eagerly only: a compiled backward does not check);
+    rows of zeros (ignored positions) are left out.
 
 Sources, choices and measurements: docs/rules.md#ldfa
 """
@@ -73,7 +76,8 @@ from dataclasses import dataclass
 
 import torch
 from torch import Tensor, nn
-from torch.autograd import Function
+
+from ..nn.direct import check_batch, per_position, spread
 from .base import INITS, Feedback, Rule, check_choice, grown, new_seed, random_like, resized_warning
 from .registry import register
 
@@ -121,18 +125,6 @@ def oja_step(P: Tensor, delta: Tensor, normalize: str, h: Tensor | None = None) 
     s = var.max().clamp_min(torch.finfo(delta.dtype).tiny).sqrt()  # the largest per-unit std
     y = (h - mu @ P.mT) / s
     return ((y.mT @ delta) / s - _yyP(y, P)) / n  # yᵀδ̂ = yᵀδ/s: y sums to 0 over the batch
-
-
-_EAGER: dict = {}
-
-
-def _eager(fn):
-    """``fn`` kept out of torch.compile graphs (run eagerly, so that autograd nodes and hooks are
-    the ones this module fills in); wrapped on first use, because ``torch.compiler`` imports
-    torch._dynamo, which would add about 1.5 s to ``import alignlab``."""
-    if fn not in _EAGER:
-        _EAGER[fn] = torch.compiler.disable(fn)
-    return _EAGER[fn]
 
 
 class LowRankFeedback(Feedback):
@@ -190,49 +182,35 @@ class LowRankFeedback(Feedback):
 # --- direct: the output error, compressed by P, straight to every layer (rADFA) -------------
 
 
-def _per_position(error: Tensor, x_shape, conv: bool) -> bool:
-    """A Linear whose input has the output error's positions gets one error per position."""
-    return not conv and len(x_shape) > 2 and error.shape[:-1] == tuple(x_shape[:-1])
-
-
-def one_hot_targets(error: Tensor) -> Tensor:
-    """The one-hot targets of softmax cross-entropy read off its output error (n × C rows): the
-    target's entry (p_c − 1)/n is each row's one negative entry. Rows of zeros (ignored positions)
-    are left out; any other row without exactly one negative entry raises."""
-    negative = error < 0
-    count = negative.sum(1)
-    used = (error != 0).any(1)
-    if bool(((count != 1) & used).any()):
+def one_hot_targets(rows: Tensor) -> tuple[Tensor, Tensor]:
+    """The one-hot targets of softmax cross-entropy read off its output error (n × C rows), and the
+    rows that have one: the target's entry (p_c − 1)/n is each row's one negative entry; rows of
+    zeros (ignored positions) have none and are left out of Oja's step. Any other row without
+    exactly one negative entry raises (eagerly: a traced backward cannot branch on the values)."""
+    negative = rows < 0
+    used = (rows != 0).any(1)
+    if not torch.compiler.is_compiling() and bool(((negative.sum(1) != 1) & used).any()):
         raise RuntimeError("ldfa: targets=True reads the one-hot targets off the output error as its one negative "
                            "entry per sample (softmax cross-entropy), but this loss gave rows with none or several; "
                            "give targets=False")
-    return negative[used]
+    return negative, used
 
 
-class _DirectLearning(Function):
-    """The identity on a direct layer's input x that gives P and Q their gradients: its backward
-    runs after the layer's, when the output error e has been captured."""
-
-    @staticmethod
-    def forward(ctx, x, P, Q, feedback, slot):
-        ctx.save_for_backward(x)
-        ctx.feedback, ctx.slot = feedback, slot
-        return x.view_as(x)
-
-    @staticmethod
-    def backward(ctx, grad):
-        (x,) = ctx.saved_tensors
-        need_p, need_q = ctx.needs_input_grad[1:3]
-        grad_p = grad_q = None
-        error = ctx.slot.error
-        if error is not None and (need_p or need_q):
-            grad_p, grad_q = ctx.feedback.learning(error, x, need_p, need_q)
-        ctx.slot = None
-        return grad, grad_p, grad_q, None, None
-
-
-def _learn(x, P, Q, feedback, slot):
-    return _DirectLearning.apply(x, P, Q, feedback, slot)
+def _oja_on_used_rows(P: Tensor, targets: Tensor, used: Tensor, normalize: str) -> Tensor:
+    """:func:`oja_step` on the rows of ``targets`` that ``used`` marks (the others are zero), with
+    fixed shapes (no row is removed), so that it traces: means and deviations over the used rows."""
+    P = P.detach()
+    t = targets.to(P.dtype)
+    m = used.to(P.dtype).unsqueeze(1)
+    n = m.sum().clamp_min(1)
+    d = t
+    if normalize != "none":
+        d = (t - t.sum(0) / n) * m
+        std = (d.square().sum(0) / n).sqrt()
+        d = d / (std.max().clamp_min(torch.finfo(d.dtype).tiny) if normalize == "batch"
+                 else torch.where(std > 0, std, torch.ones_like(std)))
+    y = d @ P.mT
+    return (y.mT @ d - _yyP(y, P)) / n
 
 
 class DirectLowRankFeedback(Feedback):
@@ -266,56 +244,59 @@ class DirectLowRankFeedback(Feedback):
         self.P = nn.Parameter(P.to(like).contiguous(), requires_grad=self.P.requires_grad)
         self.Q = nn.Parameter(Q.to(like).contiguous(), requires_grad=self.Q.requires_grad)
 
-    def bind_input(self, x: Tensor, slot) -> Tensor:
-        """The layer's input through :class:`_DirectLearning`, which gives P and Q their gradients."""
-        if not (self.P.requires_grad or self.Q.requires_grad):
-            return x
-        return _eager(_learn)(x, self.P, self.Q, self, slot)
-
     def matrix(self, weight: Tensor) -> None:
         return None
 
-    def _check(self, error: Tensor, x_shape) -> None:
-        n, c = error.shape[0], error.shape[-1]
-        if x_shape[0] != n:
-            raise ValueError(f"{self.rule_name}: the output error {tuple(error.shape)} and the input "
-                             f"{tuple(x_shape)} of layer {self.layer!r} must share their first (batch) dimension")
+    def _check(self, error_shape, x_shape) -> None:
+        check_batch(self, error_shape, x_shape)
+        c = error_shape[-1]
         if c != self.P.shape[1]:
             raise RuntimeError(f"{self.rule_name}: layer {self.layer!r} compresses an output error of "
                                f"{self.P.shape[1]} features (the outputs of the last layer converted), but the "
                                f"model's output error has {c}; convert with outputs={c}")
 
+    def direct_params(self) -> tuple[Tensor, Tensor]:
+        """P and Q: inputs of the layer's autograd function (or of the pass's collector under
+        torch.compile), which gives them their gradients (alignlab.nn.direct)."""
+        return self.P, self.Q
+
+    def direct_tensors(self, error_shape, x_shape: torch.Size, conv, like: Tensor) -> tuple:
+        """Nothing beyond P and Q (checks the shapes, in the forward on the traced route)."""
+        self._check(error_shape, x_shape)
+        return ()
+
     def project(self, error: Tensor, x_shape: torch.Size, conv=None) -> Tensor:
         """The input gradient (e Pᵀ) Q: per position, or ē (summed over positions) to every one."""
-        self._check(error, x_shape)
-        n, c = error.shape[0], error.shape[-1]
-        P, Q = self.P.detach().to(error.dtype), self.Q.detach().to(error.dtype)
-        if _per_position(error, x_shape, conv is not None):
-            return (error @ P.mT) @ Q
-        d = Q.shape[1]
-        g = (error.reshape(n, -1, c).sum(1) @ P.mT) @ Q  # (n, d)
-        at = (n, d) + (1,) * (len(x_shape) - 2) if conv is not None else (n,) + (1,) * (len(x_shape) - 2) + (d,)
-        return g.view(at).expand(x_shape)
+        return self.direct_grads(error, None, x_shape, conv, (self.P, self.Q), (), True, (False, False))[0]
 
-    def learning(self, error: Tensor, x: Tensor, need_p: bool, need_q: bool) -> tuple[Tensor | None, Tensor | None]:
-        """(P's gradient −η_P/η·(Oja step on e or the targets), Q's gradient (e Pᵀ)ᵀ x)."""
-        P = self.P.detach()
-        c = error.shape[-1]
-        grad_p = grad_q = None
+    def direct_grads(self, error: Tensor, x: Tensor | None, x_shape: torch.Size, conv, params, tensors,
+                     need_x: bool, needs) -> tuple[Tensor | None, tuple]:
+        """The input gradient (e Pᵀ) Q, P's gradient −η_P/η·(Oja step on e or the targets) and Q's
+        gradient (e Pᵀ)ᵀ x, from one h = e Pᵀ (per position, or summed over positions: then x is
+        summed over positions in Q's gradient)."""
+        self._check(error.shape, x_shape)
+        (P, Q), (need_p, need_q) = params, needs
+        P = P.detach()
+        n, c, r = error.shape[0], error.shape[-1], P.shape[0]
+        rows = error.detach().reshape(-1, c)
+        per = per_position(error.shape, x_shape, conv)
+        h_rows = rows.to(P.dtype) @ P.mT  # every position's compressed error
+        h = h_rows if per else h_rows.view(n, -1, r).sum(1)  # (n·positions, r) or (n, r)
+        grad_x = grad_p = grad_q = None
+        if need_x:
+            g = h.to(error.dtype) @ Q.detach().to(error.dtype)
+            grad_x = g.view(x_shape) if per else spread(g, x_shape, conv)
         if need_p:
-            rows = error.reshape(-1, c)
-            rows = one_hot_targets(rows) if self.targets else rows
-            grad_p = -self.oja_rate * oja_step(P, rows, self.normalize)
+            step = (_oja_on_used_rows(P, *one_hot_targets(rows), self.normalize) if self.targets
+                    else oja_step(P, rows, self.normalize, h_rows))
+            grad_p = -self.oja_rate * step
         if need_q:
-            e, x = error.detach().to(P.dtype), x.detach().to(P.dtype)
-            if _per_position(e, x.shape, self.conv):
-                grad_q = (e.reshape(-1, c) @ P.mT).mT @ x.reshape(-1, x.shape[-1])
-            else:
-                n = e.shape[0]
-                positions = tuple(range(2, x.dim())) if self.conv else tuple(range(1, x.dim() - 1))
-                xs = x.sum(positions) if positions else x
-                grad_q = (e.reshape(n, -1, c).sum(1) @ P.mT).mT @ xs.reshape(n, -1)
-        return grad_p, grad_q
+            x = x.detach().to(P.dtype)
+            if not per:
+                positions = tuple(range(2, x.dim())) if conv is not None else tuple(range(1, x.dim() - 1))
+                x = x.sum(positions) if positions else x
+            grad_q = h.mT @ x.reshape(h.shape[0], -1)
+        return grad_x, (grad_p, grad_q)
 
     def extra_repr(self) -> str:
         p, q = ("learned" if t.requires_grad else "fixed" for t in (self.P, self.Q))
