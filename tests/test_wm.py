@@ -299,7 +299,7 @@ def test_compile_gives_eagers_updates_over_several_mirror_steps():
     torch.manual_seed(0)
     eager = alignlab.convert(small_cnn(), rule="wm")
     twin = copy.deepcopy(eager)
-    compiled = torch.compile(twin, backend="aot_eager")
+    compiled = torch.compile(twin, backend="aot_eager", fullgraph=True)  # no graph break
     x, y = bars_task(16)
     opts = [torch.optim.SGD(m.parameters(), lr=0.1) for m in (eager, twin)]
     for _ in range(3):
@@ -312,6 +312,10 @@ def test_compile_gives_eagers_updates_over_several_mirror_steps():
     assert int(fb(twin[0]).step) == 2
     for (name, a), b in zip(eager.named_parameters(), twin.parameters()):
         torch.testing.assert_close(a.grad, b.grad, msg=name)
+    for _ in range(2):  # two passes on the last W (gradient accumulation): one step, in the graph too
+        for call in (eager, compiled):
+            F.cross_entropy(call(x), y).backward()
+    assert [int(fb(twin[i]).step) for i in (0, 2, 5)] == [int(fb(eager[i]).step) for i in (0, 2, 5)] == [3] * 3
     for key, value in eager.state_dict().items():
         torch.testing.assert_close(twin.state_dict()[key], value, msg=key)
 

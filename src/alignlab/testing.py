@@ -233,19 +233,27 @@ def check_bf16_autocast(rule) -> None:
 
 
 def check_compile(rule) -> None:
-    """``torch.compile(backend="aot_eager")`` gives the eager model's gradients."""
+    """``torch.compile(fullgraph=True, backend="aot_eager")`` traces the converted CNN without a
+    graph break (any break raises) and gives the eager model's gradients at each of three SGD
+    steps (so the feedback that follows W, and its guards, are checked after W changed too)."""
+    torch._dynamo.reset()  # fresh caches: a limit hit by earlier compiles is not this rule's
     torch.manual_seed(0)
     eager = convert(small_cnn(), _rule(rule))
     twin = copy.deepcopy(eager)
-    compiled = torch.compile(twin, backend="aot_eager")
-    x, y = bars_task(4)
-    for call in (eager, compiled):
-        F.cross_entropy(call(x), y).backward()
-    for (name, a), b in zip(eager.named_parameters(), twin.parameters()):
-        if a.grad is None:
-            assert b.grad is None, name
-        else:
-            torch.testing.assert_close(a.grad, b.grad, msg=name)
+    compiled = torch.compile(twin, backend="aot_eager", fullgraph=True)
+    optimizers = [torch.optim.SGD(model.parameters(), lr=0.1) for model in (eager, twin)]
+    for step in range(3):
+        x, y = bars_task(4, seed=step)
+        for call, opt in zip((eager, compiled), optimizers):
+            opt.zero_grad()
+            F.cross_entropy(call(x), y).backward()
+        for (name, a), b in zip(eager.named_parameters(), twin.parameters()):
+            if a.grad is None:
+                assert b.grad is None, name
+            else:
+                torch.testing.assert_close(a.grad, b.grad, msg=f"{name} (step {step})")
+        for opt in optimizers:
+            opt.step()
 
 
 def check_transformer(rule) -> None:

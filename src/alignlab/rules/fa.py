@@ -13,6 +13,9 @@ kernel B_l (a locally connected layer's transpose): grad_x = Σ_l fold(B_lᵀ δ
 kernels are drawn from the ``seed`` buffer at the first backward and redrawn from it when the
 number of positions L changes, so they are not in the state dict; they take L·|W| floats
 (LeNet-5's first conv: 28·28·150 = 118 k; a 64→64 3×3 conv on 32×32 maps: 37.7 M, 151 MB).
+Under ``torch.compile`` the draw is an operator the graph keeps opaque (``alignlab::fa_untied``):
+a compiled backward draws the same kernels (at every backward: it keeps no cache), without a
+graph break.
 
 Options
 -------
@@ -67,7 +70,13 @@ class FixedFeedback(Feedback):
     def matrix(self, weight: Tensor) -> Tensor:
         if not self.match_norm:
             return self.B
-        return self._cache.get(weight, lambda w: self.B * (torch.linalg.vector_norm(w) / torch.linalg.vector_norm(self.B)))
+        if torch.compiler.is_compiling():  # in a compiled graph: every call (the cache would break it)
+            return self._matched(weight.detach())
+        return self._cache.get(weight, self._matched)
+
+    def _matched(self, w: Tensor) -> Tensor:
+        """B rescaled to ‖W‖_F (match_norm)."""
+        return self.B * (torch.linalg.vector_norm(w) / torch.linalg.vector_norm(self.B))
 
 
 class UntiedFeedback(Feedback):
@@ -90,12 +99,12 @@ class UntiedFeedback(Feedback):
 
     def kernels_for(self, positions: int, like: Tensor) -> Tensor:
         """The L kernels, each drawn as fa's B; the first positions' draws never change."""
+        if torch.compiler.is_compiling():
+            return _untied_op(self.seed, positions, list(self.shape), self.init, self.std, like.dtype, like.device)
         K = self.kernels
         if K is None or K.shape[0] != positions or K.dtype != like.dtype or K.device != like.device:
-            g = torch.Generator().manual_seed(int(self.seed))
-            one = torch.empty(self.shape)
-            draws = torch.stack([draw_like(one, self.init, self.std, g).flatten(1) for _ in range(positions)])
-            self.kernels = K = draws.to(device=like.device, dtype=like.dtype)
+            self.kernels = K = untied_kernels(int(self.seed), positions, self.shape, self.init, self.std,
+                                              like.dtype, like.device)
         return K
 
     def input_grad(self, grad: Tensor, x_shape: torch.Size, conv=None) -> Tensor:
@@ -106,6 +115,29 @@ class UntiedFeedback(Feedback):
 
     def extra_repr(self) -> str:
         return f"untied kernels {tuple(self.shape)} at every output position"
+
+
+def untied_kernels(seed: int, positions: int, shape, init: str, std: float, dtype: torch.dtype,
+                   device: torch.device) -> Tensor:
+    """(L, C_out, C_in/groups·∏k): L kernels shaped like W (``shape``), each drawn as fa's B, in
+    turn from one CPU generator seeded by ``seed``."""
+    g = torch.Generator().manual_seed(seed)
+    one = torch.empty(shape)
+    draws = torch.stack([draw_like(one, init, std, g).flatten(1) for _ in range(positions)])
+    return draws.to(device=device, dtype=dtype)
+
+
+@torch.library.custom_op("alignlab::fa_untied", mutates_args=())
+def _untied_op(seed: Tensor, positions: int, shape: list[int], init: str, std: float, dtype: torch.dtype,
+               device: torch.device) -> Tensor:
+    """:func:`untied_kernels` as an operator torch.compile keeps opaque (dynamo cannot trace a
+    generator)."""
+    return untied_kernels(int(seed), positions, shape, init, std, dtype, device)
+
+
+@_untied_op.register_fake
+def _(seed, positions, shape, init, std, dtype, device):
+    return torch.empty(positions, shape[0], math.prod(shape[1:]), dtype=dtype, device=device)
 
 
 @register

@@ -66,10 +66,12 @@ def sign_scale(weight: Tensor, scale) -> Tensor | float:
 class SignFeedback(Feedback):
     """Base: B = magnitudes ⊙ sign(W), rebuilt once each time W changes.
 
-    B is written in place into one tensor kept for the purpose (two passes over W, no new
-    memory per step). Like W itself, which the optimizer changes in place, the B a graph saved
-    must not be rebuilt before that graph's backward: autograd's version check then raises,
-    as it does for BP when W is stepped between forward and backward.
+    In eager mode B is written in place into one tensor kept for the purpose (two passes over
+    W, no new memory per step); in a ``torch.compile`` graph it is computed from W at every call
+    (the compiler fuses the passes; a cache keyed on W's version would break the graph). Like W
+    itself, which the optimizer changes in place, the B a graph saved must not be rebuilt before
+    that graph's backward: autograd's version check then raises, as it does for BP when W is
+    stepped between forward and backward.
 
     ``constrain_weights`` (a weight given at construction): W is first rescaled in place to the
     Frobenius norm it had then (:func:`alignlab.rules.base.hold_norm`), once per step.
@@ -81,14 +83,25 @@ class SignFeedback(Feedback):
         self._out: Tensor | None = None
 
     def magnitudes(self, weight: Tensor) -> Tensor | float:
+        """M in B = M ⊙ sign(W) for this W: a number, a 0-dim tensor or a tensor shaped like W."""
         raise NotImplementedError
 
     def matrix(self, weight: Tensor) -> Tensor:
+        if torch.compiler.is_compiling():
+            # in a torch.compile graph B is built from W at every call (the compiler fuses the
+            # passes); the version-keyed cache below is eager mode's, and would break the graph
+            w = weight.detach()
+            return torch.sign(w) * self.magnitudes(w)
         return self._cache.get(weight, self._build)
 
-    def _build(self, w: Tensor) -> Tensor:
+    def _kept(self, w: Tensor) -> Tensor:
+        """The tensor B is written into (a new one when W's shape, dtype or device changed)."""
         out = self._out
         if out is None or out.shape != w.shape or out.dtype != w.dtype or out.device != w.device:
             out = self._out = torch.empty(w.shape, dtype=w.dtype, device=w.device)
+        return out
+
+    def _build(self, w: Tensor) -> Tensor:
+        out = self._kept(w)
         torch.sign(w, out=out)
         return out.mul_(self.magnitudes(w))

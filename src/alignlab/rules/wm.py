@@ -16,9 +16,12 @@ call that meets the new W (a training or diagnostics forward pass; either gives 
 before it returns B, which it updates in place. The noise comes from a generator seeded by the
 buffers ``seed`` and ``step``, and an exact fingerprint of W's bits (``noise_drawn_for``, as in
 brsf) marks the W last mirrored, so DDP ranks and resumed runs take identical steps and passes
-on an unchanged W (gradient accumulation) take none. Convs: the kernel is a matrix
-(C_out, C_in/groups·k…) and ξ a batch of input patches, drawn independently for each group.
-The step runs in fp32 with autocast off; B keeps its dtype.
+on an unchanged W (gradient accumulation) take none. Under ``torch.compile`` (``fullgraph=True``
+too) the test and the step are one operator the graph keeps opaque (``alignlab::wm_mirror``,
+mutating B, ``step`` and ``noise_drawn_for``): a compiled pass steps exactly when eager mode
+would, with the same numbers. Convs: the kernel is a matrix (C_out, C_in/groups·k…) and ξ a
+batch of input patches, drawn independently for each group. The step runs in fp32 with
+autocast off; B keeps its dtype.
 
 Options
 -------
@@ -60,6 +63,41 @@ def mirror_update(B: Tensor, weight: Tensor, noise: Tensor, lr: float, decay: fl
     return new.to(B.dtype)
 
 
+def mirror_noise(shape: tuple[int, int, int], std: float, seed: int, step: int, device) -> Tensor:
+    """ξ of mirror step ``step``: ``shape`` = (groups, mirror_batch, fan_in/groups), N(0, std²),
+    drawn on ``device`` from a generator seeded by (seed + step·MIX) mod 2⁶³."""
+    gen = torch.Generator(device=device).manual_seed((seed + step * STEP_MIX) % 2**63)
+    return torch.randn(shape, generator=gen, device=device, dtype=torch.float32).mul_(std)
+
+
+def mirror_if_moved(B: Tensor, step: Tensor, noise_drawn_for: Tensor, seed: Tensor, weight: Tensor, groups: int,
+                    mirror_batch: int, mirror_lr: float, mirror_decay: float, noise_std: float) -> None:
+    """wm's update of its buffers for ``weight``: when W's fingerprint differs from
+    ``noise_drawn_for``, mirror step number ``step`` on B (in place), then advance ``step`` and
+    record the fingerprint; otherwise nothing."""
+    stamp = fingerprint(weight)
+    if torch.equal(stamp, noise_drawn_for):
+        return
+    with torch.no_grad():
+        xi = mirror_noise((groups, mirror_batch, math.prod(B.shape[1:])), noise_std, int(seed), int(step), B.device)
+        B.copy_(mirror_update(B, weight, xi, mirror_lr, mirror_decay))
+        step.add_(1)
+        noise_drawn_for.copy_(stamp)
+
+
+@torch.library.custom_op("alignlab::wm_mirror", mutates_args=("B", "step", "noise_drawn_for"))
+def _mirror_op(B: Tensor, step: Tensor, noise_drawn_for: Tensor, seed: Tensor, weight: Tensor, groups: int,
+               mirror_batch: int, mirror_lr: float, mirror_decay: float, noise_std: float) -> None:
+    """:func:`mirror_if_moved` as an operator torch.compile keeps opaque: a compiled graph takes
+    eager mode's branch on W's bits, with the same numbers, and no graph break."""
+    mirror_if_moved(B, step, noise_drawn_for, seed, weight, groups, mirror_batch, mirror_lr, mirror_decay, noise_std)
+
+
+@_mirror_op.register_fake
+def _(B, step, noise_drawn_for, seed, weight, groups, mirror_batch, mirror_lr, mirror_decay, noise_std):
+    return None
+
+
 class MirrorFeedback(Feedback):
     """B as a buffer, moved by one mirror step each time W changes."""
 
@@ -86,12 +124,9 @@ class MirrorFeedback(Feedback):
 
     def noise(self, step: int) -> Tensor:
         """ξ of mirror step ``step``: (groups, mirror_batch, fan_in/groups), N(0, σ²), drawn on
-        B's device from a generator seeded by (seed, step)."""
-        device = self.B.device
-        gen = torch.Generator(device=device).manual_seed((int(self.seed) + step * STEP_MIX) % 2**63)
-        d = math.prod(self.B.shape[1:])
-        xi = torch.randn(self.groups, self.mirror_batch, d, generator=gen, device=device, dtype=torch.float32)
-        return xi.mul_(self.noise_std)
+        B's device from a generator seeded by (seed, step) (:func:`mirror_noise`)."""
+        shape = (self.groups, self.mirror_batch, math.prod(self.B.shape[1:]))
+        return mirror_noise(shape, self.noise_std, int(self.seed), step, self.B.device)
 
     def mirror(self, weight: Tensor) -> None:
         """One mirror step on W (in mirror mode the layer only computes y = Wξ)."""
@@ -101,30 +136,19 @@ class MirrorFeedback(Feedback):
             self.noise_drawn_for.copy_(fingerprint(weight))
 
     def matrix(self, weight: Tensor) -> Tensor:
-        _mirror_if_moved(self, weight)
+        options = (self.groups, self.mirror_batch, self.mirror_lr, self.mirror_decay, self.noise_std)
+        if torch.compiler.is_compiling():
+            _mirror_op(self.B, self.step, self.noise_drawn_for, self.seed, weight.detach(), *options)
+            return self.B
+        key = weight_key(weight)  # cheap: only a W whose storage or version moved is fingerprinted
+        if key != self._seen:
+            mirror_if_moved(self.B, self.step, self.noise_drawn_for, self.seed, weight, *options)
+            self._seen = weight_key(weight)
         return self.B
 
     def extra_repr(self) -> str:
         return (f"B={tuple(self.B.shape)} (mirrored), step={int(self.step)}, mirror_lr={self.mirror_lr}, "
                 f"mirror_decay={self.mirror_decay}, noise_std={self.noise_std}, mirror_batch={self.mirror_batch}")
-
-
-def _mirror_step_if_moved(feedback: MirrorFeedback, weight: Tensor) -> None:
-    key = weight_key(weight)  # cheap: only a W whose storage or version moved is fingerprinted
-    if key != feedback._seen and not torch.equal(fingerprint(weight), feedback.noise_drawn_for):
-        feedback.mirror(weight)
-    feedback._seen = weight_key(weight)
-
-
-_EAGER = []
-
-
-def _mirror_if_moved(feedback: MirrorFeedback, weight: Tensor) -> None:
-    """The mirror step, kept out of torch.compile graphs (it branches on W's bits and writes
-    the buffers); wrapped on first use, as ldfa does, so that ``import alignlab`` stays light."""
-    if not _EAGER:
-        _EAGER.append(torch.compiler.disable(_mirror_step_if_moved))
-    _EAGER[0](feedback, weight)
 
 
 def _check_number(option: str, value, low: float, high: float = math.inf, low_open: bool = False) -> None:
