@@ -521,10 +521,4 @@ def test_new_option_settings_keep_the_contract(rule):
     if rule.name in ("usf", "frsf"):
         checks += ["trains_mlp", "trains_cnn"]
     check_rule(rule, checks)
-    try:
-        check_rule(rule, ["compile"])  # fullgraph: no graph break
-    except torch._dynamo.exc.Unsupported as error:
-        if getattr(rule, "constrain_weights", False) and "in hold_norm" in str(error):
-            pytest.xfail("constrain_weights: base.hold_norm's once-per-version test (weight_key) breaks the "
-                         "graph; issue 15 gives it an in-graph test on W's fingerprint")
-        raise
+    check_rule(rule, ["compile"])  # fullgraph, three steps: no graph break, eager's gradients

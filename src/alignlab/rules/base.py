@@ -332,6 +332,8 @@ def constrain_norm(feedback: Feedback, weight: Tensor) -> None:
     resize, which records the resized weight's norm)."""
     with torch.no_grad():
         feedback.register_buffer("weight_norm", torch.linalg.vector_norm(weight.detach()).clone())
+        # under torch.compile: the fingerprint of the W last rescaled (+1: none yet)
+        feedback.register_buffer("norm_held_for", fingerprint(weight.detach()) + 1, persistent=False)
     feedback.holds_norm = True
     feedback._norm_key = None
 
@@ -342,6 +344,9 @@ def hold_norm(feedback: Feedback, weight: Tensor) -> None:
     :meth:`Feedback.prepare`, before the layer uses W in any forward, so autograd saves the
     rescaled W and evaluation sees it too. A weight computed in the forward (a parametrization)
     cannot be rescaled in place: a one-line error."""
+    if torch.compiler.is_compiling():
+        _hold_norm_traced(feedback, weight)
+        return
     if weight_key(weight) == getattr(feedback, "_norm_key", None):
         return
     node = weight.grad_fn
@@ -354,6 +359,18 @@ def hold_norm(feedback: Feedback, weight: Tensor) -> None:
         factor = torch.where(current > 0, feedback.weight_norm.to(current.dtype) / current, torch.ones_like(current))
         weight.mul_(factor)
     feedback._norm_key = weight_key(weight)
+
+
+def _hold_norm_traced(feedback: Feedback, weight: Tensor) -> None:
+    """:func:`hold_norm` as a compiled graph runs it: a storage pointer and version counter
+    cannot be traced, so W is rescaled where its exact fingerprint moved since the last
+    rescale (the same steps eager takes: once per new W)."""
+    with torch.no_grad():
+        current = torch.linalg.vector_norm(weight)
+        factor = torch.where(current > 0, feedback.weight_norm.to(current.dtype) / current, torch.ones_like(current))
+        moved = (fingerprint(weight) != feedback.norm_held_for).reshape(())
+        weight.mul_(torch.where(moved, factor, torch.ones_like(factor)))
+        feedback.norm_held_for.copy_(fingerprint(weight))
 
 
 def resize_norm(feedback: Feedback, weight: Tensor) -> None:
