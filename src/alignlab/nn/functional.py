@@ -30,7 +30,7 @@ from torch.autograd import Function
 from .direct import Entry, collecting, input_grads, open_slot
 from .mode import exact_enabled
 from .product import ConvProductFn, LinearProductFn
-from .saved import as_computed, rows
+from .saved import as_computed, conv_forward, rows
 
 
 class ConvCall(NamedTuple):
@@ -93,10 +93,7 @@ class ConvFeedbackFn(Function):
         # tensor of the weight's shape in the weight slot; W itself costs nothing to keep
         ctx.save_for_backward(as_computed(x), weight if matrix is None else matrix, *params)
         ctx.feedback, ctx.slot, ctx.first_param = feedback, slot, 10
-        ctx.conv = (stride, padding, dilation, groups)
-        ctx.bias_sizes = None if bias is None else list(bias.shape)
-        zeros = [0] * (x.dim() - 2)
-        return torch.convolution(x, weight, bias, stride, padding, dilation, False, zeros, groups)
+        return conv_forward(ctx, x, weight, bias, stride, padding, dilation, groups)
 
     @staticmethod
     def backward(ctx, grad):

@@ -23,7 +23,7 @@ import torch.nn.functional as F
 from torch import Tensor
 from torch.autograd import Function
 
-from .saved import as_computed, rows
+from .saved import as_computed, conv_forward, rows
 
 # tests force one route ("dense" or "factored") to compare the two; None: the cheaper one
 FORCED: str | None = None
@@ -102,10 +102,7 @@ class ConvProductFn(Function):
     def forward(ctx, x, weight, bias, B, R, feedback, stride, padding, dilation, groups):
         ctx.save_for_backward(as_computed(x), weight, B, R)
         ctx.feedback = feedback
-        ctx.conv = (stride, padding, dilation, groups)
-        ctx.bias_sizes = None if bias is None else list(bias.shape)
-        zeros = [0] * (x.dim() - 2)
-        return torch.convolution(x, weight, bias, stride, padding, dilation, False, zeros, groups)
+        return conv_forward(ctx, x, weight, bias, stride, padding, dilation, groups)
 
     @staticmethod
     def backward(ctx, grad):

@@ -20,3 +20,12 @@ def rows(grad: Tensor, x: Tensor) -> tuple[Tensor, Tensor]:
     if grad.dim() == 2:
         return grad, x
     return grad.reshape(-1, grad.shape[-1]), x.reshape(-1, x.shape[-1])
+
+
+def conv_forward(ctx, x: Tensor, weight: Tensor, bias: Tensor | None, stride, padding, dilation, groups) -> Tensor:
+    """Run a feedback conv's forward, recording on ``ctx`` what its backward's
+    ``convolution_backward`` call needs: the geometry (``ctx.conv``) and the bias shape."""
+    ctx.conv = (stride, padding, dilation, groups)
+    ctx.bias_sizes = None if bias is None else list(bias.shape)
+    zeros = [0] * (x.dim() - 2)
+    return torch.convolution(x, weight, bias, stride, padding, dilation, False, zeros, groups)
