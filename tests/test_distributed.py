@@ -27,6 +27,12 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+def failure(out: subprocess.CompletedProcess) -> str:
+    """What the ranks printed (a rank's C++ abort message comes before torchrun's report)."""
+    err = out.stderr
+    return f"stdout: {out.stdout[-1500:]}\nstderr: {err if len(err) < 8000 else err[:5000] + ' ... ' + err[-2500:]}"
+
+
 def overrides(data_dir, out_dir, rule, *extra):
     return [f"data.data_dir={data_dir}", f"out_dir={out_dir}", "progress=false", "epochs=2", "batch_size=64",
             "model.name=lenet", f"rule={rule}", "device=cpu", "optim.name=sgd", "optim.lr=0.01",
@@ -116,7 +122,7 @@ def test_torchrun_command_line_trains_every_rule_with_diagnostics(data_dir, tmp_
                                                  "ddp_timeout=60")]
     env = dict(os.environ, PYTHONPATH=str(ROOT / "src"), OMP_NUM_THREADS="1")
     out = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=240)
-    assert out.returncode == 0, out.stderr[-2000:]
+    assert out.returncode == 0, failure(out)
     assert (tmp_path / "tr" / "summary.json").is_file()
     assert (tmp_path / "tr" / "diagnostics.jsonl").read_text().count("\n") == 2  # step 0 and epoch 1
     assert out.stdout.count("run finished") == 2  # each process reports; only rank 0 wrote files

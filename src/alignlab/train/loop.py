@@ -165,7 +165,9 @@ def train(cfg: RunConfig | None = None, resume: str | Path | None = None) -> Pat
     p = place(cfg.device, cfg.precision, cfg.ddp_timeout)
     try:
         with stuck_collectives_named(p):
-            return _new(cfg, p) if resume is None else _resume(cfg, p, Path(resume))
+            run_dir = _new(cfg, p) if resume is None else _resume(cfg, p, Path(resume))
+            p.barrier()  # every rank is done before any tears its connections down (gloo aborts a
+            return run_dir  # peer whose socket closes under it)
     finally:
         finish(p)
 
