@@ -103,11 +103,13 @@ def _yyP(y: Tensor, P: Tensor) -> Tensor:
     return (y.mT @ y) @ P if n * r + r * N <= 2 * n * N else y.mT @ (y @ P)
 
 
-def oja_step(P: Tensor, delta: Tensor, normalize: str, h: Tensor | None = None) -> Tensor:
-    """⟨y δ̂ᵀ − y yᵀ P⟩ = PĈ − PĈPᵀP for errors ``delta`` (n × N), y = P δ̂ (zero for n = 0).
+def oja_step(P: Tensor, delta: Tensor, normalize: str, h: Tensor | None = None, scale: float = 1.0) -> Tensor:
+    """``scale``·⟨y δ̂ᵀ − y yᵀ P⟩ = scale·(PĈ − PĈPᵀP) for errors ``delta`` (n × N), y = P δ̂
+    (zero for n = 0).
 
     ``h``: δPᵀ where the caller has it (the factored backward), so that ``"batch"`` and
-    ``"none"`` reuse it: with δ̂ = (δ − μ)/s, y = δ̂Pᵀ = (h − μPᵀ)/s, so δ̂ is never formed."""
+    ``"none"`` reuse it. For ``"batch"`` (δ̂ = (δ − μ)/s) δ̂ and y are never formed: with
+    h_c = h − μPᵀ = (δ − μ)Pᵀ the step is (h_cᵀδ − h_cᵀh_c P)/(n s²) (h_cᵀμ = 0: h_c sums to 0)."""
     P = P.detach()
     n = delta.shape[0]
     if n == 0:
@@ -116,15 +118,15 @@ def oja_step(P: Tensor, delta: Tensor, normalize: str, h: Tensor | None = None) 
     if normalize == "unit":
         d = normalized(delta, normalize)
         y = d @ P.mT
-        return (y.mT @ d - _yyP(y, P)) / n
+        return (y.mT @ d - _yyP(y, P)).mul_(scale / n)
     h = delta @ P.mT if h is None else h.detach().to(P.dtype)
     if normalize == "none":
-        return (h.mT @ delta - _yyP(h, P)) / n
-    mu = delta.sum(0) / n
-    var = torch.linalg.vecdot(delta, delta, dim=0) / n - mu * mu  # one pass; an error's mean is not ≫ its spread
-    s = var.max().clamp_min(torch.finfo(delta.dtype).tiny).sqrt()  # the largest per-unit std
-    y = (h - mu @ P.mT) / s
-    return ((y.mT @ delta) / s - _yyP(y, P)) / n  # yᵀδ̂ = yᵀδ/s: y sums to 0 over the batch
+        return (h.mT @ delta - _yyP(h, P)).mul_(scale / n)
+    mu = delta.mean(0)
+    var = torch.linalg.vecdot(delta, delta, dim=0).div_(n).sub_(mu * mu)  # one pass; an error's mean is not ≫ its spread
+    s2 = var.max().clamp_min_(torch.finfo(delta.dtype).tiny)  # the largest per-unit variance
+    hc = h - mu @ P.mT
+    return (hc.mT @ delta - _yyP(hc, P)).mul_(s2.reciprocal().mul_(scale / n))
 
 
 class LowRankFeedback(Feedback):
@@ -162,7 +164,7 @@ class LowRankFeedback(Feedback):
 
     def factor_grad(self, grad_rows: Tensor, h: Tensor) -> Tensor | None:
         """Pᵀ's gradient: −η_P/η·(Oja step on the error rows δ, with h = δPᵀ), transposed."""
-        return None if not self.P.requires_grad else (-self.oja_rate * oja_step(self.P, grad_rows, self.normalize, h)).mT
+        return None if not self.P.requires_grad else oja_step(self.P, grad_rows, self.normalize, h, -self.oja_rate).mT
 
     def matrix(self, weight: Tensor) -> Tensor:
         """B = PᵀQ (diagnostics, and Q's route in attention with separate query/key/value
