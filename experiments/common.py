@@ -36,21 +36,54 @@ class Arm:
     cfg: RunConfig
 
 
+DATASETS = ("fashion-mnist", "cifar10", "cifar100")  # --dataset; CIFAR: the papers' setting, not run here
+
+
+@dataclass
+class Plan:
+    """What the command line asked for: a quick check, the seeds, the dataset."""
+
+    quick: bool = False
+    seeds: list[int] | None = None  # --seeds; None: the script's own (3 or more)
+    dataset: str = "fashion-mnist"
+
+    def pick_seeds(self, default) -> list[int]:
+        """``--seeds`` or the script's ``default``; one seed with --quick."""
+        seeds = list(self.seeds) if self.seeds else list(default)
+        return seeds[:1] if self.quick else seeds
+
+    def data(self) -> list[str]:
+        """Overrides that select the dataset (CIFAR trains with the standard crop-and-flip)."""
+        return [f"data.name={self.dataset}"] + (["data.augment=true"] if self.dataset.startswith("cifar") else [])
+
+
 def parse_args(doc: str) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=doc.splitlines()[0])
     parser.add_argument("--quick", action="store_true",
-                        help="512 training samples, 1 epoch: check that the script runs end to end")
+                        help="512 training samples, 1 epoch, 1 seed: check that the script runs end to end")
+    parser.add_argument("--seeds", default=None,
+                        help="comma-separated seeds (default: the script's own, at least 3)")
+    parser.add_argument("--dataset", default="fashion-mnist", choices=DATASETS,
+                        help="fashion-mnist (default) or the CIFAR version where the data exists")
     parser.add_argument("--runs", default="runs/experiments", help="where the runs go (default: %(default)s)")
     parser.add_argument("--results", default=None,
                         help="where results go (default: experiments/results; with --quick: <runs>/quick-results)")
     args = parser.parse_args()
+    if args.seeds is not None:
+        try:
+            args.seeds = [int(x) for x in args.seeds.split(",") if x.strip()]
+        except ValueError:
+            parser.error(f"--seeds must be comma-separated integers, got {args.seeds!r}")
+    suffix = "" if args.dataset == "fashion-mnist" else f"-{args.dataset}"
     if args.results is None:
-        args.results = str(Path(args.runs) / "quick-results") if args.quick else str(ROOT / "results")
+        args.results = str(Path(args.runs) / "quick-results") if args.quick else str(ROOT / ("results" + suffix))
+    args.plan = Plan(args.quick, args.seeds, args.dataset)
+    args.suffix = suffix
     return args
 
 
 def run_folder(args: argparse.Namespace, name: str) -> Path:
-    return Path(args.runs) / (name + ("-quick" if args.quick else ""))
+    return Path(args.runs) / (name + args.suffix + ("-quick" if args.quick else ""))
 
 
 def config(path: str, *overrides: str, quick: bool = False) -> RunConfig:
@@ -192,14 +225,18 @@ def curves_and_accuracy(v: dict, names: list[str], x_key: str, curve_key: str, t
     return fig
 
 
-def run_experiment(doc: str, name: str, folder: str, arms_of, summarise, markdown, figures, **meta) -> None:
-    """The whole script: parse the options, train (or keep) ``arms_of(quick)`` into
-    ``<runs>/<folder>``, summarise them and write ``name``'s table, JSON (with ``meta``) and plots."""
+def run_experiment(doc: str, name: str, folder: str, arms_of, summarise, markdown, figures, checks=None,
+                   **meta) -> None:
+    """The whole script: parse the options, train (or keep) ``arms_of(plan)`` into
+    ``<runs>/<folder>``, summarise them and write ``name``'s table, JSON (with ``meta`` and
+    ``checks(summary)``, the verdicts) and plots."""
     args = parse_args(doc)
-    dirs = run_arms(arms_of(args.quick), run_folder(args, folder), args.quick)
+    dirs = run_arms(arms_of(args.plan), run_folder(args, folder), args.quick)
     s = summarise(dirs)
-    write_results(Path(args.results), name, markdown(s), {"machine": machine(), **meta, "results": s},
-                  figures(s), dirs)
+    payload = {"machine": machine(), "dataset": args.dataset, **meta, "results": s}
+    if checks is not None:  # the verdicts, as JSON
+        payload["verdicts"] = checks(s)
+    write_results(Path(args.results), name, markdown(s), payload, figures(s), dirs)
 
 
 def write_results(results: Path, name: str, markdown: str, payload: dict, figures: dict,

@@ -44,8 +44,8 @@ def variants() -> dict[str, tuple[str, list[str]]]:
     return out
 
 
-def arms(quick: bool) -> list[Arm]:
-    out = []
+def arms(plan) -> list[Arm]:
+    quick, out = plan.quick, []
     for task, (path, over, *_rest) in TASKS.items():
         for label, (rule, rule_over) in variants().items():
             extra = ["data.options.n_train=512"] if quick and task == "teacher" else []

@@ -33,5 +33,5 @@ def arms(rules: list[str], quick: bool) -> list[Arm]:
 
 def main(doc: str, name: str, rules: list[str], summarise, markdown, figures) -> None:
     """Train (or keep) the shared runs of ``rules``, then write ``name``'s results."""
-    run_experiment(doc, name, FOLDER, lambda quick: arms(rules, quick), summarise, markdown, figures,
+    run_experiment(doc, name, FOLDER, lambda plan: arms(rules, plan.quick), summarise, markdown, figures,
                    epochs=EPOCHS, seeds=list(SEEDS))

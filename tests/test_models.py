@@ -14,8 +14,8 @@ from alignlab.models import NORMS, build, names
 from alignlab.models.norm import ChannelRMSNorm, FeatureBatchNorm, make_norm
 from alignlab.models.resnet_block import ZeroPadShortcut
 
-NAMES = ["mlp", "lenet", "arch1", "resnet20", "resnet32", "resnet56", "resnet18", "vit"]
-SHAPES = {"mlp": (1, 28, 28), "lenet": (1, 28, 28), "arch1": (3, 24, 24), "resnet20": (3, 32, 32),
+NAMES = ["mlp", "lenet", "plaincnn", "arch1", "resnet20", "resnet32", "resnet56", "resnet18", "vit"]
+SHAPES = {"mlp": (1, 28, 28), "lenet": (1, 28, 28), "plaincnn": (1, 28, 28), "arch1": (3, 24, 24), "resnet20": (3, 32, 32),
           "resnet32": (3, 32, 32), "resnet56": (3, 32, 32), "resnet18": (3, 32, 32), "vit": (3, 32, 32)}
 CLASSES = 7  # not 10, so a hard-coded 10 anywhere shows
 
@@ -23,12 +23,12 @@ CLASSES = 7  # not 10, so a hard-coded 10 anywhere shows
 NORM_TYPES = (nn.modules.batchnorm._BatchNorm, nn.LayerNorm, nn.GroupNorm, nn.RMSNorm, ChannelRMSNorm,
               nn.LocalResponseNorm, nn.InstanceNorm2d)
 # hidden layers that get a norm, per model at its defaults: mlp 2 hidden layers; lenet and arch1
-# 2 convs + 2 hidden FCs; CIFAR ResNet-(6n+2) stem + 2 per block (3n blocks, option A adds none);
+# 2 convs + 2 hidden FCs; plaincnn 4 convs; CIFAR ResNet-(6n+2) stem + 2 per block (3n blocks, option A adds none);
 # ResNet-18 stem + 2·8 blocks + 3 projection shortcuts (option B); vit 2 per block · 4 + final
-NORM_COUNT = {"mlp": 2, "lenet": 4, "arch1": 4, "resnet20": 19, "resnet32": 31, "resnet56": 55,
+NORM_COUNT = {"mlp": 2, "lenet": 4, "plaincnn": 4, "arch1": 4, "resnet20": 19, "resnet32": 31, "resnet56": 55,
               "resnet18": 20, "vit": 9}
 # (conv-map norms, vector norms) per model
-SPLIT = {"mlp": (0, 2), "lenet": (2, 2), "arch1": (2, 2), "resnet20": (19, 0), "resnet32": (31, 0),
+SPLIT = {"mlp": (0, 2), "lenet": (2, 2), "plaincnn": (4, 0), "arch1": (2, 2), "resnet20": (19, 0), "resnet32": (31, 0),
          "resnet56": (55, 0), "resnet18": (20, 0), "vit": (0, 9)}
 KIND_TYPES = {"batch": (nn.BatchNorm2d, FeatureBatchNorm), "layer": (nn.GroupNorm, nn.LayerNorm),
               "rms": (ChannelRMSNorm, nn.RMSNorm)}
@@ -180,6 +180,22 @@ def test_arch1_layers():
     assert lrn(torch.randn(2, 3, 24, 24)).shape == (2, 10)
 
 
+@pytest.mark.parametrize("depth, pools, sizes", [(1, (1,), [14]), (2, (1, 2), [14, 7]), (4, (1, 3), [14, 14, 7, 7]),
+                                                  (8, (1, 5), [14] * 4 + [7] * 4)])
+def test_plaincnn_depth_pools_and_resolution(depth, pools, sizes):
+    net = build("plaincnn", in_shape=(1, 28, 28), num_classes=10, depth=depth, width=8)
+    convs = [m for m in net if isinstance(m, nn.Conv2d)]
+    assert [(c.in_channels, c.out_channels, c.kernel_size, c.padding) for c in convs] == \
+        [(1, 8, (3, 3), (1, 1))] + [(8, 8, (3, 3), (1, 1))] * (depth - 1)
+    assert tuple(int(n[4:]) for n, m in net.named_children() if isinstance(m, nn.MaxPool2d)) == pools
+    seen = []
+    for i in range(1, depth + 1):
+        getattr(net, f"act{i}").register_forward_hook(lambda m, i, o: seen.append(o.shape[-1]))
+    assert net(torch.randn(2, 1, 28, 28)).shape == (2, 10)
+    assert [s // 2 if i + 1 in pools else s for i, s in enumerate(seen)] == sizes
+    assert not any(isinstance(m, nn.Linear) for m in list(net)[:-1])  # one Linear: the head
+
+
 @pytest.mark.parametrize("name, depth", [("resnet20", 20), ("resnet32", 32), ("resnet56", 56)])
 def test_cifar_resnet_depth_widths_and_strides(name, depth):
     net = build(name, in_shape=(3, 32, 32), num_classes=10)
@@ -301,6 +317,9 @@ def test_unknown_name_option_and_norm():
     ("lenet", (784,), {}, "in_shape"),
     ("lenet", (1, 8, 8), {}, "too small"),
     ("lenet", (1, 28, 28), {"activation": "swish"}, "activation"),
+    ("plaincnn", (784,), {}, "in_shape"),
+    ("plaincnn", (1, 28, 28), {"depth": 0}, "depth"),
+    ("plaincnn", (1, 1, 1), {"depth": 3}, "too small"),
     ("arch1", (3, 24, 24), {"lrn": "yes"}, "lrn"),
     ("resnet20", (3, 32), {}, "in_shape"),
     ("resnet20", (3, 32, 32), {"shortcut": "C"}, "shortcut"),

@@ -234,3 +234,16 @@ def test_decay_schedule_sets_each_epochs_decay_and_resumes_identically(small_dat
     assert read_metrics(tmp_path / "cut") == read_metrics(full)
     plain = train(load_config(None, overrides(small_data, tmp_path, "name=plain", *extra[:2], "epochs=3")))
     assert read_metrics(plain) != read_metrics(full)  # the schedule changed the run
+
+
+def test_train_subset_trains_on_the_first_samples_and_names_bad_values(small_data, tmp_path):
+    run_dir = train(load_config(None, overrides(small_data, tmp_path, "name=sub", "epochs=1", "data.train_subset=128")))
+    assert read_metrics(run_dir)[-1]["step"] == 2  # 128 samples at batch 64; the full set would give 8
+    from alignlab.train.loop import build
+
+    s = build(load_config(None, overrides(small_data, tmp_path, "data.train_subset=100")))
+    full = build(load_config(None, overrides(small_data, tmp_path)))
+    assert torch.equal(s.dataset.train_x, full.dataset.train_x[:100]) and len(s.dataset.test_x) == len(full.dataset.test_x)
+    for bad in ("513", "-1"):
+        with pytest.raises(ValueError, match=r"train_subset must be an integer in 1\.\.512"):
+            build(load_config(None, overrides(small_data, tmp_path, f"data.train_subset={bad}")))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 
 from torch import Tensor
@@ -35,6 +36,14 @@ class Dataset:
     def input_shape(self) -> tuple[int, ...]:
         """Shape of one input, ``train_x.shape[1:]``."""
         return tuple(self.train_x.shape[1:])
+
+    def first(self, n: int) -> "Dataset":
+        """The same dataset with only its first ``n`` training samples (the test set whole)."""
+        total = self.train_x.shape[0]
+        if isinstance(n, bool) or not isinstance(n, int) or not 1 <= n <= total:
+            raise ValueError(f"data.train_subset must be an integer in 1..{total} ({self.name} has {total} "
+                             f"training samples) or 0 for all of them; got {n!r}")
+        return dataclasses.replace(self, train_x=self.train_x[:n], train_y=self.train_y[:n])
 
     def __repr__(self) -> str:
         return (

@@ -8,6 +8,8 @@ Models (each module's docstring cites its source and gives its layout) and their
 - ``mlp``: Linear → norm → activation per hidden layer (Lillicrap et al. 2016);
   ``depth``, ``width``, ``activation``.
 - ``lenet``: LeNet-5 (LeCun et al. 1998) as BioTorch uses it; ``activation``.
+- ``plaincnn``: ``depth`` 3×3 convs, no skips, global average pool (the depth axis of the
+  rank-collapse experiment); ``depth``, ``width``, ``activation``.
 - ``arch1``: the "Arch 1" CNN (Moskovitz et al. 2018) for 24×24 CIFAR crops;
   ``activation``, ``lrn``.
 - ``resnet20``, ``resnet32``, ``resnet56``: the CIFAR ResNets (He et al. 2016 §4.2);
@@ -33,6 +35,7 @@ from .arch1 import Arch1
 from .checks import positive_int
 from .lenet import LeNet5
 from .mlp import MLP
+from .plaincnn import PlainCNN
 from .norm import NORMS, ChannelRMSNorm, FeatureBatchNorm, check_norm, make_norm
 from .resnet18 import ResNet18
 from .resnet_cifar import CifarResNet
@@ -42,6 +45,7 @@ from .vit import ViT
 _MODELS: dict[str, tuple[type[nn.Module], dict[str, Any]]] = {
     "mlp": (MLP, {}),
     "lenet": (LeNet5, {}),
+    "plaincnn": (PlainCNN, {}),
     "arch1": (Arch1, {}),
     "resnet20": (CifarResNet, {"blocks_per_stage": 3}),
     "resnet32": (CifarResNet, {"blocks_per_stage": 5}),

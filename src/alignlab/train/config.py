@@ -24,6 +24,7 @@ class DataConfig:
     data_dir: str | None = None  # look only here (default: $ALIGNLAB_DATA, Debian dir, user cache)
     download: bool = True  # fetch it (SHA-256 checked) when it is not found
     augment: bool = False  # random crop (pad 4) + horizontal flip of training batches
+    train_subset: int = 0  # train on the first N training samples only (0: all); the test set stays whole
     options: dict = field(default_factory=dict)  # synthetic datasets' options (teacher: d_in, d_out, ...)
 
 

@@ -51,6 +51,8 @@ def build(cfg: RunConfig, place: Placement | None = None) -> Setup:
     """Dataset, converted model, optimizer and schedule for ``cfg``, all seeded by cfg.seed."""
     place = place or Placement(torch.device("cpu"), "fp32")
     dataset = data.load(cfg.data.name, data_dir=cfg.data.data_dir, download=cfg.data.download, **cfg.data.options)
+    if cfg.data.train_subset:
+        dataset = dataset.first(cfg.data.train_subset)
     torch.manual_seed(cfg.seed)
     net = models.build(cfg.model.name, in_shape=dataset.input_shape, num_classes=dataset.num_classes,
                        norm=cfg.model.norm, **cfg.model.options)

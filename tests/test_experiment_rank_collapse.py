@@ -1,0 +1,23 @@
+"""experiments/rank_collapse.py: --quick runs end to end with its depth axis, BP controls and
+verdicts (all inconclusive on one seed)."""
+
+from __future__ import annotations
+
+from experiment_runner import PNG, data_dir, payload, payload_times, run_script  # noqa: F401 (fixture)
+
+
+def test_rank_collapse_has_a_depth_axis_bp_controls_and_verdicts(data_dir, tmp_path):
+    results = run_script("rank_collapse", data_dir, tmp_path)
+    md = (results / "rank_collapse.md").read_text()
+    for arm in ("bp", "bp+muon", "bp+norm", "bp+muon+norm", "fa", "fa+muon", "fa+norm", "fa+muon+norm"):
+        assert f"| {arm} |" in md, arm
+    assert "| depth 2 | depth 4 |" in md and "fa+norm − bp+norm" in md and "Verdict criterion" in md
+    p = payload(results, "rank_collapse")
+    for family in ("mlp", "cnn"):
+        assert (results / f"rank_collapse-{family}.png").read_bytes()[:8] == PNG
+        verdicts = p["verdicts"][family]
+        assert len(verdicts) == 12  # 2 on the gap, 2 per remedy on accuracy, 1 + 1 per remedy on rank
+        # one seed in --quick: every verdict must say it cannot tell
+        assert {v["result"] for v in verdicts} == {"inconclusive"}
+        assert set(p["results"][family]) == {"2", "4"}
+    assert all(t is not None and t > 0 for t in payload_times(results, "rank_collapse"))
