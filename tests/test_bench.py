@@ -57,6 +57,15 @@ def test_quick_run_structure_and_ratios(speed, tmp_path):
     assert "MAC ratio to BP = limit" in text
 
 
+def test_speed_targets_are_the_issues_table_per_net(speed):
+    assert speed.speed_target("mlp", "ldfa", 0.8) == 0.85 and speed.speed_target("lenet", "ldfa", 1.07) == 1.00
+    assert speed.speed_target("resnet20", "dfa", 0.8) == 0.85 and speed.speed_target("lenet", "dfa", 0.74) == 0.97
+    assert speed.speed_target("mlp", "brsf", 1.0) == 1.05 and speed.speed_target("lenet", "kp", 1.0) == 1.10
+    assert speed.speed_target("mlp", "pfa", 11.2) == pytest.approx(1.1 * 11.2)  # within 10 % of its MAC ratio
+    assert speed.speed_target("mlp", "pfa", None) is None  # MACs not counted: nothing to judge against
+    assert speed.speed_target("vit", "fa", 1.0) is None and speed.speed_target("mlp", "wm", 1.4) is None
+
+
 def test_quick_compile_rows_have_both_ratios(speed, tmp_path):
     """--quick --compile on the tiny MLP with fa and dfa, backend aot_eager (inductor would spend
     most of a minute compiling): compiled plain BP and one compiled row per rule, timed in the
