@@ -1119,7 +1119,9 @@ def to_markdown(report: dict) -> str:
         f"{mach['cpu_count']} CPUs, {mach['torch_threads']} torch threads; {mach['platform']}."
         + (f" BioTorch {report['biotorch']}." if "biotorch" in report else ""),
         f"Load average at start {mach.get('loadavg_at_start')}, at end {mach.get('loadavg_at_end')}; "
-        f"whole run {report['elapsed_s']:.0f} s.",
+        f"whole run {report['elapsed_s']:.0f} s."
+        + (f" Eager speed targets: the per-net table of {report['rejudged']}, applied to this run's "
+           "measurements afterwards (`--rejudge`)." if report.get("rejudged") else ""),
         "",
         "Step = forward, cross-entropy, backward, " + report["optimizer"] + " step (zero_grad included). "
         "Ratio = median over rounds of (time / plain-PyTorch BP's time in the same round); IQR = "
@@ -1152,9 +1154,25 @@ def to_markdown(report: dict) -> str:
     return "\n".join(lines)
 
 
-def write_outputs(report: dict, out_dir: Path) -> tuple[Path, Path]:
+def rejudge(report: dict) -> dict:
+    """``report`` with every eager alignlab row's speed target and verdict recomputed from
+    today's SPEED_TARGETS and the row's own measured ratio and MAC ratio (no measurement
+    changes): a run made before the targets changed, judged by the current ones."""
+    for net, entry in report["nets"].items():
+        for label, r in entry["results"].items():
+            if r.get("kind") != "alignlab" or "median_ratio" not in r:
+                continue
+            target = speed_target(net, label, r.get("mac_ratio"))
+            r["speed_target"], r["speed_target_strict"] = target, False
+            r["speed_holds"] = None if target is None else r["median_ratio"] <= target
+    report["speed_targets"] = SPEED_TARGETS
+    report["rejudged"] = time.strftime("%Y-%m-%d", time.gmtime())
+    return report
+
+
+def write_outputs(report: dict, out_dir: Path, stem: str | None = None) -> tuple[Path, Path]:
     out_dir.mkdir(parents=True, exist_ok=True)
-    stem = "speed-quick" if report["quick"] else "speed"
+    stem = stem or ("speed-quick" if report["quick"] else "speed")
     js, md = out_dir / f"{stem}.json", out_dir / f"{stem}.md"
     js.write_text(json.dumps(report, indent=1) + "\n")
     md.write_text(to_markdown(report))
@@ -1173,6 +1191,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--quick", action="store_true", help="tiny nets, 2 rounds, no visit batching (for tests)")
     p.add_argument("--no-memory", action="store_true", help="skip the memory subprocesses")
     p.add_argument("--no-macs", action="store_true", help="skip counting each model's MACs per step")
+    p.add_argument("--rejudge", metavar="JSON", default=None,
+                   help="time nothing: rewrite JSON and its .md with the current speed targets (measurements unchanged)")
     p.add_argument("--compile", nargs="?", const="all", default=None, metavar="NETS",
                    help="add compiled rows (torch+compile and <rule>+compile) on these nets, comma-separated; "
                         "alone: on every net timed (default: " + ",".join(DEFAULT_COMPILE_NETS)
@@ -1246,6 +1266,11 @@ def main(argv=None) -> None:
     if args.memory_worker:
         net, label = args.memory_worker
         print(json.dumps(memory_worker(settings, net, label)))
+        return
+    if args.rejudge:
+        path = Path(args.rejudge)
+        js, md = write_outputs(rejudge(json.loads(path.read_text())), path.parent, path.stem)
+        print(f"rewrote {js} and {md} with the current speed targets")
         return
     if settings.biotorch:
         require_biotorch()

@@ -66,6 +66,19 @@ def test_speed_targets_are_the_issues_table_per_net(speed):
     assert speed.speed_target("vit", "fa", 1.0) is None and speed.speed_target("mlp", "wm", 1.4) is None
 
 
+def test_rejudge_applies_todays_targets_to_a_saved_run(speed, tmp_path):
+    report = speed.run_benchmark(tiny(speed, rules=["fa", "brsf"]), log=lambda *a: None)
+    r = report["nets"]["mlp"]["results"]
+    measured = {k: v["median_ratio"] for k, v in r.items()}
+    r["brsf"]["speed_target"], r["brsf"]["speed_holds"] = 9.9, None  # as an old run would hold it
+    js, _ = speed.write_outputs(report, tmp_path, "speed-old")
+    speed.main(["--rejudge", str(js)])
+    again = json.loads(js.read_text())["nets"]["mlp"]["results"]
+    assert again["brsf"]["speed_target"] == 1.05 and again["brsf"]["speed_holds"] == (measured["brsf"] <= 1.05)
+    assert {k: v["median_ratio"] for k, v in again.items()} == measured
+    assert "≤ 1.05×" in (tmp_path / "speed-old.md").read_text() and "`--rejudge`" in (tmp_path / "speed-old.md").read_text()
+
+
 def test_quick_compile_rows_have_both_ratios(speed, tmp_path):
     """--quick --compile on the tiny MLP with fa and dfa, backend aot_eager (inductor would spend
     most of a minute compiling): compiled plain BP and one compiled row per rule, timed in the
@@ -415,3 +428,19 @@ def test_gpu_check_bad_argument_and_no_cuda_are_one_line_errors(tmp_path):
         err = full.stderr.strip().splitlines()
         assert len(err) == 1 and "no CUDA device" in err[0] and "--dry-run" in err[0]
         assert not (tmp_path / "full").exists()
+
+
+def test_phases_quick_splits_every_step_and_states_the_bound(tmp_path):
+    spec = importlib.util.spec_from_file_location("alignlab_bench_phases", SPEED.parent / "phases.py")
+    phases = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(phases)
+    phases.main(["--quick", "--rules", "ldfa,fa", "--out-dir", str(tmp_path)])
+    r = json.loads((tmp_path / "phases-quick.json").read_text())
+    for width, e in r["widths"].items():
+        assert set(e["phases_ms"]) == {"torch", "ldfa", "fa"}
+        for label, p in e["phases_ms"].items():
+            assert set(p) == {"forward", "backward", "optimizer"} and all(v > 0 for v in p.values())
+            assert e["total_ms"][label] == pytest.approx(sum(p.values()))
+        assert 0 < e["shared_share"] < 1
+    assert 0 < r["widths"]["32"]["bound_without_that_mm"] < 1 and "bound_without_that_mm" not in r["widths"]["8"]
+    assert "at best" in (tmp_path / "phases-quick.md").read_text()
