@@ -1,102 +1,331 @@
-"""Representational alignment with BP, layer by layer (Lance & Kieu, arXiv 2605.08564).
+"""Representational alignment with BP, layer by layer (Lance & Kieu, "Biological Plausibility and
+Representational Alignment of Feedback Alignment in Convolutional Networks", arXiv 2605.08564).
 
-The claim: nets trained with the sign-symmetric rules (uSF, frSF) converge to BP-like
-representations, while plain FA's stay apart.
+The paper's claims, as checked here:
 
-Here: fa, usf, frsf, kp and pfa nets and BP's (same architecture, seed, initial weights and
-data order; the setting of ``rule_zoo.py``: MLP 784-256-256-10 and LeNet-5 on Fashion-MNIST,
-5 epochs, seeds 0 and 1) are compared with the debiased minibatch linear CKA (Nguyen, Raghu &
-Kornblith 2021) of every layer's output on the first 1000 test images, then averaged over seeds.
+1. nets trained with sign-concordant feedback (uSF-init, uSF-SN) converge to BP-like
+   representations: their hidden layers' CKA to BP's net is high, near BP's own across seeds;
+2. plain FA's nets (FA-random, FA-Toeplitz) stay apart: their CKA to BP is lower than the
+   sign rules', and not merely because they are less accurate.
 
-    python experiments/representations.py        # about 15 min on 2 CPU cores (less when
-                                                 # pfa_vs_rest.py has trained the shared runs)
+Design. The paper's architecture, Arch 1 (Moskovitz et al. 2018; ``arch1``: conv 64@5×5, pool,
+conv 64@5×5, pool, FC 384, FC 192, head), on Fashion-MNIST (1×28×28 in: 28 → 14 → 7, so FC 384
+reads 64·7·7), the first 2000 training images, 10 epochs (160 steps), Adam lr 1e-3, batch 128,
+no weight decay, seeds 0, 1, 2 (the paper: CIFAR-10 24×24 crops, 50 epochs, weight decay 1e-4
+for BP only). The paper's five arms:
 
-writes experiments/results/representations.{md,json} and representations-<model>.png.
+* ``bp``;
+* ``fa-random``: ``fa`` with ``conv_feedback=untied``, an independent random kernel at every
+  output position of a conv (a locally connected transpose; the paper's is a dense matrix per
+  pair of positions, which alignlab does not offer), B ~ N(0, 0.01²), the paper's σ;
+* ``fa-toeplitz``: ``fa`` with one shared kernel per conv (a transposed conv), N(0, 0.01²);
+* ``usf-init``: ``frsf`` with ``init=normal, std=0.1``: B = |B₀| ⊙ sign(W), B₀ drawn once;
+* ``usf-sn``: ``usf`` with ``scale=rms``: B = sign(W)·‖W‖_F/√numel(W).
+
+Every arm trains twice per seed s: from BP's initial weights (seed s: *same init*) and from its
+own (seed s + 1000: *own init*). A seed fixes the initial weights, the feedback and the data
+order together (``build`` in ``alignlab.train.loop``; no config key seeds the weights alone), so
+*own init* also changes the data order and the feedback. Each net is compared with BP's net of
+seed s by the layer-wise debiased minibatch linear CKA (Nguyen, Raghu & Kornblith 2021) of every
+converted layer's output (pre-activation) on the first 1000 test images, minibatches of 250.
+*Hidden* CKA = the mean over conv2, fc1 and fc2: neither the head nor conv1, whose output is a
+linear map of the image through 64 5×5 filters (more filters than a patch has pixels), so that
+its linear CKA to any other such map is ≈ 1 whatever the weights (1.000 for the untrained net
+in a --quick run); conv1 is reported, not averaged. Controls: the *ceiling* is BP at seed
+s + 1000 against BP at seed s (independent init and data order, as the own-init rules have);
+the *floor* is the untrained net (the initial weights of seed s, or s + 1000) against trained
+BP at s.
+
+CKA beyond accuracy: over the trained runs of one condition (the four rules' and, under own
+init, the ceiling's BP), the least-squares line hidden CKA = a + b·(test accuracy) is fitted; a
+run's *residual* is its hidden CKA minus the line's value at its accuracy. Pearson's r of
+hidden CKA and accuracy over those runs is reported.
+
+Claims (per-seed paired effects; verdicts by ``stats.CRITERION``; every claim is about BP's
+representation, so all are blocked, i.e. inconclusive, unless BP reached its plateau):
+
+* own init and same init: for each sign rule A (usf-init, usf-sn) and FA rule B (fa-random,
+  fa-toeplitz), "A's hidden CKA to BP exceeds B's": CKA_A,s − CKA_B,s;
+* own init and same init: "A's hidden CKA to BP exceeds the untrained net's (floor)":
+  CKA_A,s − CKA_floor,s;
+* own init: "A's hidden CKA to BP is below BP's across seeds (ceiling)": CKA_ceiling,s − CKA_A,s;
+* own init: "A's hidden CKA to BP exceeds B's by more than accuracy predicts":
+  resid_A,s − resid_B,s = (CKA_A,s − CKA_B,s) − b·(acc_A,s − acc_B,s);
+* for each of the four rules: "starting from BP's initial weights raises its hidden CKA to
+  BP": CKA_same,s − CKA_own,s.
+
+Budget: Arch 1 has no width option and runs at its only width, which is slow on 2 CPU cores.
+Measured on a shared 2-core machine as single-thread CPU time: a training step of 128 images
+0.35–0.42 s (bp, frsf), 0.98 s (fa-random); a forward pass over the 10 000 test images, which
+the loop does after every epoch, ~18 s; one CKA pair ~6 s. On 2 quiet cores (≈ CPU time / 1.7)
+that is ~145 s per run, of which the ten test-set passes are ~105 s (hence few images, which
+BP overfits and so flattens out on within 10 epochs, rather than more images), and ~350 s for a
+fa-random run (its per-position einsum ran 4–14× slower on 2 threads than on 1 on the shared
+machine; taken at ~1.5 s per step): 30 runs and 33 CKA pairs ≈ 95 min.
+
+    python experiments/representations.py        # about 100 min on 2 CPU cores
+
+writes experiments/results/representations.{md,json} and representations-{layers,accuracy}.png.
 """
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
-import rule_zoo
-from common import final, fmt, machine, mean, new_figure, table
-
-from alignlab.train.similarity import cka_to_bp
+from common import Arm, config, final, machine, new_figure, run_experiment, table
+from stats import CRITERION, Verdict, mean, plateau_text, plateaued, pm, pooled, std
+from alignlab.train import rundir
+from alignlab.train.config import config_from_dict
+from alignlab.train.loop import build
+from alignlab.train.similarity import layer_cka, load_trained
 
 NAME = "representations"
-RULES = ["bp", "fa", "usf", "frsf", "kp", "pfa"]
-SIGN = ("usf", "frsf")
+ARMS = {  # label: the rule and its options
+    "bp": ["rule=bp"],
+    "fa-random": ["rule=fa", "rule_options.conv_feedback=untied", "rule_options.init=normal",
+                  "rule_options.std=0.01"],
+    "fa-toeplitz": ["rule=fa", "rule_options.init=normal", "rule_options.std=0.01"],
+    "usf-init": ["rule=frsf", "rule_options.init=normal", "rule_options.std=0.1"],
+    "usf-sn": ["rule=usf", "rule_options.scale=rms"],
+}
+RULES = [a for a in ARMS if a != "bp"]
+SIGN, FA = ("usf-init", "usf-sn"), ("fa-random", "fa-toeplitz")
+SEEDS = (0, 1, 2)
+OWN = 1000          # own init: seed s + OWN
+N_TRAIN, EPOCHS = 2000, 10
+N_PROBE, PROBE_BATCH = 1000, 250
+CONDITIONS = {"own": "own init", "same": "same init as BP"}
+CEILING, FLOOR = "bp (ceiling)", "untrained (floor)"
+COLORS = {row: f"C{i}" for i, row in enumerate(RULES + [CEILING, FLOOR])}
 
 
-def summarise(dirs: dict[str, Path]) -> dict:
-    """{model: {rule: {cka {layer}, cka_hidden, test_acc}}}; hidden = mean over all but the output layer."""
-    cka = cka_to_bp(list(dirs.values()))["values"]
-    out: dict = {}
-    for model, per_rule in cka.items():
-        out[model] = {}
-        for rule in RULES:
-            if rule not in per_rule:
-                continue
-            values = per_rule[rule]
-            names = list(values)
-            runs = [d for k, d in dirs.items() if k.startswith(f"{model}-{rule}-s")]
-            out[model][rule] = {"cka": values, "cka_hidden": mean([values[l] for l in names[:-1]]),
-                                "test_acc": mean([final(r).get("test_acc", float("nan")) for r in runs]),
-                                "layers": names}
+def arms(plan) -> list[Arm]:
+    subset = [] if plan.quick else [f"data.train_subset={N_TRAIN}"]
+    out = []
+    for s in plan.pick_seeds(SEEDS):
+        for seed in (s, s + OWN):
+            for arm, over in ARMS.items():
+                cfg = config("fashion-mnist.yaml", *plan.data(), *subset, "model.name=arch1", *over,
+                             f"seed={seed}", f"epochs={EPOCHS}", "diagnostics.enabled=false", quick=plan.quick)
+                out.append(Arm(f"{arm}-s{seed}", cfg))
     return out
 
 
-def claims(s: dict) -> list[str]:
-    yes = lambda ok: "**yes**" if ok else "**no**"
-    lines = []
-    for model, v in s.items():
-        if "fa" not in v:
-            continue
-        h = {r: x["cka_hidden"] for r, x in v.items()}
-        for r in SIGN:
-            if r in v:
-                lines.append(f"- {model}: {r} more BP-like than fa (mean hidden-layer CKA): {yes(h[r] > h['fa'])} "
-                             f"({h[r]:.3f} vs {h['fa']:.3f}).")
-        order = sorted(h, key=h.get, reverse=True)
-        lines.append(f"- {model}: ranking by hidden-layer CKA to BP: " + " > ".join(f"{r} ({h[r]:.3f})" for r in order) + ".")
-    return lines
+def rows(cond: str) -> list[str]:
+    return RULES + ([CEILING] if cond == "own" else []) + [FLOOR]
+
+
+def _seed_of(cond: str, s: int) -> int:
+    return s + OWN if cond == "own" else s
+
+
+def hidden(names: list[str]) -> list[str]:
+    """The layers averaged as *hidden*: all but the first and the last."""
+    return names[1:-1]
+
+
+def _untrained(ref_dir: Path, seed: int):
+    """BP's net built from the reference run's config with ``seed``: its initial weights."""
+    cfg = config_from_dict(rundir.read_config(ref_dir))
+    cfg.seed = seed
+    return build(cfg).net.eval()
+
+
+def _cka_of_seed(dirs: dict[str, Path], s: int) -> dict:
+    """{cond: {row: {layer: CKA to BP of seed s}}}; rows whose run did not finish are absent."""
+    ref_dir = dirs.get(f"bp-s{s}")
+    if ref_dir is None or not rundir.is_done(ref_dir):
+        return {}
+    _, ref = load_trained(ref_dir)
+    cka = lambda net: layer_cka(net, ref.net, ref.dataset, N_PROBE, PROBE_BATCH)
+    out = {}
+    for cond in CONDITIONS:
+        seed = _seed_of(cond, s)
+        found = {}
+        for row in rows(cond)[:-1]:
+            d = dirs.get(f"{'bp' if row == CEILING else row}-s{seed}")
+            if d is not None and rundir.is_done(d):
+                found[row] = cka(load_trained(d)[1].net)
+        found[FLOOR] = cka(_untrained(ref_dir, seed))
+        out[cond] = found
+    return out
+
+
+def _acc(dirs: dict[str, Path], label: str) -> float:
+    d = dirs.get(label)
+    return final(d).get("test_acc", math.nan) if d is not None else math.nan
+
+
+def fit(points: list[tuple[float, float]]) -> dict:
+    """Least squares y = a + b·x and Pearson's r over finite (x, y) points."""
+    pts = [(x, y) for x, y in points if x == x and y == y]
+    n = len(pts)
+    if n < 2:
+        return {"a": math.nan, "b": math.nan, "r": math.nan, "n": n}
+    mx, my = mean([x for x, _ in pts]), mean([y for _, y in pts])
+    sxx = sum((x - mx) ** 2 for x, _ in pts)
+    syy = sum((y - my) ** 2 for _, y in pts)
+    sxy = sum((x - mx) * (y - my) for x, y in pts)
+    b = sxy / sxx if sxx > 0 else 0.0
+    r = sxy / math.sqrt(sxx * syy) if sxx > 0 and syy > 0 else math.nan
+    return {"a": my - b * mx, "b": b, "r": r, "n": n}
+
+
+def _condition(dirs: dict[str, Path], per_seed: list[dict], seeds: list[int], cond: str, names: list[str]) -> dict:
+    out = {}
+    for row in rows(cond):
+        found = [p.get(cond, {}).get(row) for p in per_seed]
+        arm = "bp" if row == CEILING else row
+        out[row] = {
+            "cka": {n: [c[n] if c else math.nan for c in found] for n in names},
+            "hidden": [mean([c[n] for n in hidden(names)]) if c else math.nan for c in found],
+            "test_acc": [None if row == FLOOR else _acc(dirs, f"{arm}-s{_seed_of(cond, s)}") for s in seeds],
+        }
+    line = fit([(a, h) for row in rows(cond)[:-1] for a, h in zip(out[row]["test_acc"], out[row]["hidden"])])
+    for row in rows(cond)[:-1]:
+        x = out[row]
+        x["residual"] = [h - (line["a"] + line["b"] * a) for a, h in zip(x["test_acc"], x["hidden"])]
+    return {"rows": out, "fit": line}
+
+
+def summarise(dirs: dict[str, Path]) -> dict:
+    """{seeds, layers, bp {test_acc, acc_curve}, conditions {cond: {rows {row: per-seed lists}, fit}}}."""
+    seeds = sorted(int(k[len("bp-s"):]) for k in dirs if k.startswith("bp-s") and int(k[len("bp-s"):]) < OWN)
+    per_seed = [_cka_of_seed(dirs, s) for s in seeds]
+    names = next((list(c[FLOOR]) for p in per_seed for c in p.values()), [])
+    curves = [[m["test_acc"] for m in rundir.read_lines(dirs[f"bp-s{s}"] / rundir.METRICS)] for s in seeds]
+    return {"seeds": seeds, "layers": names,
+            "bp": {"test_acc": [_acc(dirs, f"bp-s{s}") for s in seeds], "acc_curve": curves},
+            "conditions": {cond: _condition(dirs, per_seed, seeds, cond, names) for cond in CONDITIONS}}
+
+
+def _diff(a: list[float], b: list[float]) -> list[float]:
+    return [x - y for x, y in zip(a, b)]
+
+
+def verdicts(s: dict) -> dict[str, list[Verdict]]:
+    """The claims, written before any run (criterion: stats.CRITERION)."""
+    blocked = "" if plateaued(s["bp"]["acc_curve"]) else "BP had not reached its plateau"
+    out = {}
+    for cond, title in CONDITIONS.items():
+        r = s["conditions"][cond]["rows"]
+        h = lambda row: r[row]["hidden"]
+        res = lambda row: r[row]["residual"]
+        v = [Verdict(f"{title}: {a}'s hidden CKA to BP exceeds {b}'s", _diff(h(a), h(b)), pooled(h(a), h(b)),
+                     unit="CKA", blocked=blocked) for a in SIGN for b in FA]
+        v += [Verdict(f"{title}: {a}'s hidden CKA to BP exceeds the untrained net's (floor)",
+                      _diff(h(a), h(FLOOR)), pooled(h(a), h(FLOOR)), unit="CKA", blocked=blocked) for a in SIGN]
+        if cond == "own":
+            v += [Verdict(f"{title}: {a}'s hidden CKA to BP is below BP's across seeds (ceiling)",
+                          _diff(h(CEILING), h(a)), pooled(h(CEILING), h(a)), unit="CKA", blocked=blocked)
+                  for a in SIGN]
+            v += [Verdict(f"{title}: {a}'s hidden CKA to BP exceeds {b}'s by more than accuracy predicts",
+                          _diff(res(a), res(b)), pooled(res(a), res(b)), unit="CKA", blocked=blocked)
+                  for a in SIGN for b in FA]
+        out[cond] = v
+    own, same = (s["conditions"][c]["rows"] for c in ("own", "same"))
+    out["init"] = [Verdict(f"starting from BP's initial weights raises {a}'s hidden CKA to BP",
+                           _diff(same[a]["hidden"], own[a]["hidden"]), pooled(same[a]["hidden"], own[a]["hidden"]),
+                           unit="CKA", blocked=blocked) for a in RULES]
+    return out
+
+
+def _cka_table(c: dict, names: list[str]) -> str:
+    r = c["rows"]
+    body = [[row, pm(x["test_acc"], 2, 100), pm(x["hidden"], 3), pm(x.get("residual", []), 3)]
+            + [pm(x["cka"][n], 3) for n in names] for row, x in r.items()]
+    return table(["arm", "test acc %", "hidden CKA", "residual (CKA − line)"] + names, body)
+
+
+def _fit_text(c: dict) -> str:
+    f = c["fit"]
+    return (f"Line over the {f['n']} trained runs: hidden CKA = {f['a']:.3f} + {f['b']:.3f} × accuracy "
+            f"(accuracy as a fraction); Pearson r = {f['r']:.3f}.")
+
+
+def _init_table(s: dict, names: list[str]) -> str:
+    own, same = (s["conditions"][c]["rows"] for c in ("own", "same"))
+    body = [[a, pm(_diff(same[a]["hidden"], own[a]["hidden"]), 3)]
+            + [pm(_diff(same[a]["cka"][n], own[a]["cka"][n]), 3) for n in names] for a in RULES + [FLOOR]]
+    return table(["same init − own init", "hidden"] + names, body)
 
 
 def markdown(s: dict) -> str:
-    parts = [f"# Representational alignment with BP: {', '.join(rule_zoo.MODELS)} on Fashion-MNIST, "
-             f"{rule_zoo.EPOCHS} epochs, seeds {list(rule_zoo.SEEDS)}", "",
+    names = s["layers"]
+    v = verdicts(s)
+    parts = ["# Representational alignment with BP: Arch 1 on Fashion-MNIST (Lance & Kieu's five arms)", "",
              f"{machine()}. Command: `python experiments/representations.py`.", "",
-             "Debiased minibatch CKA (1 = the same representation up to rotation and scale) between each "
-             "layer's output in the rule's trained net and in BP's, on the first 1000 test images; means over seeds.", ""]
-    for model, v in s.items():
-        names = next(iter(v.values()))["layers"] if v else []
-        rows = [[r, fmt(x["test_acc"], 2, 100), fmt(x["cka_hidden"], 3)] + [fmt(x["cka"][l], 3) for l in names]
-                for r, x in v.items()]
-        parts += [f"## {model}", "", table(["rule", "test acc %", "CKA hidden mean"] + names, rows), "",
-                  f"![CKA to BP](representations-{model}.png)", ""]
-    parts += ["## The claim, checked", ""] + claims(s)
+             f"Every cell: mean ± std over seeds {', '.join(map(str, s['seeds']))}. `arch1` (conv 64@5×5 ×2, "
+             f"FC 384, 192, 10) on the first {N_TRAIN} training images, {EPOCHS} epochs, Adam lr 1e-3, batch 128. "
+             "fa-random: fa with an independent N(0, 0.01²) kernel per output position; fa-toeplitz: one shared "
+             "N(0, 0.01²) kernel; usf-init: frsf, |B₀| ⊙ sign(W), B₀ ~ N(0, 0.1²); usf-sn: usf, scale rms. "
+             f"CKA: debiased minibatch linear CKA of each layer's output to BP's net of the same seed s on the "
+             f"first {N_PROBE} test images (minibatches of {PROBE_BATCH}); *hidden* = mean over "
+             f"{', '.join(hidden(names))} (conv1 is left out: a linear map of the image through more filters "
+             "than a patch has pixels, its linear CKA is ≈ 1 whatever the weights; see the floor). "
+             f"*Own init*: the rule trained at seed s + {OWN} (other weights, feedback and data order); "
+             f"*same init*: at seed s, BP's initial weights. {CEILING}: BP at seed s + {OWN}; "
+             f"{FLOOR}: the initial weights, untrained. Residual: hidden CKA minus the least-squares line of "
+             "hidden CKA on test accuracy over the condition's trained runs.", "",
+             f"BP's test accuracy: {pm(s['bp']['test_acc'], 2, 100)} %. "
+             + plateau_text(plateaued(s["bp"]["acc_curve"])) + ".", "",
+             f"Verdict criterion (written before the runs): {CRITERION}.", ""]
+    for cond, title in CONDITIONS.items():
+        c = s["conditions"][cond]
+        parts += [f"## CKA to BP, {title}", "", _cka_table(c, names), "", _fit_text(c), "",
+                  "### Claims", ""] + [x.line(3) for x in v[cond]] + [""]
+    parts += ["## What sharing BP's initial weights adds", "", _init_table(s, names), "", "### Claims", ""]
+    parts += [x.line(3) for x in v["init"]] + ["",
+              "![CKA to BP per layer](representations-layers.png)", "",
+              "![hidden CKA against test accuracy](representations-accuracy.png)"]
     return "\n".join(parts)
 
 
+def _layers_figure(s: dict):
+    names = s["layers"]
+    fig, axes = new_figure(len(CONDITIONS), 4.4, 3.2)
+    for ax, (cond, title) in zip(axes, CONDITIONS.items()):
+        for row, x in s["conditions"][cond]["rows"].items():
+            ls = "--" if row == CEILING else ":" if row == FLOOR else "-"
+            ax.errorbar(names, [mean(x["cka"][n]) for n in names], yerr=[std(x["cka"][n]) for n in names],
+                        marker="o", ls=ls, capsize=2, color=COLORS[row], label=row)
+        ax.set_ylim(top=1.005)
+        ax.set(ylabel="CKA to BP's layer", title=f"CKA to BP, {title}")
+    axes[0].legend(fontsize=7)
+    return fig
+
+
+def _accuracy_figure(s: dict):
+    fig, (ax,) = new_figure(1, 5.0, 3.6)
+    for cond, marker in zip(CONDITIONS, "os"):
+        c = s["conditions"][cond]
+        for row in rows(cond)[:-1]:
+            x = c["rows"][row]
+            ax.scatter([100 * a for a in x["test_acc"]], x["hidden"], color=COLORS[row], marker=marker,
+                       label=f"{row}, {CONDITIONS[cond]}")
+        f, accs = c["fit"], [a for row in rows(cond)[:-1] for a in c["rows"][row]["test_acc"] if a == a]
+        if accs and f["b"] == f["b"]:
+            xs = [min(accs), max(accs)]
+            ax.plot([100 * a for a in xs], [f["a"] + f["b"] * a for a in xs], color="grey",
+                    ls="-" if cond == "own" else "--")
+    ax.set(xlabel="test accuracy %", ylabel="hidden CKA to BP", title="hidden CKA against accuracy (one point per run)")
+    ax.legend(fontsize=6)
+    return fig
+
+
 def figures(s: dict) -> dict:
-    figs = {}
-    for model, v in s.items():
-        if not v:
-            continue
-        names = next(iter(v.values()))["layers"]
-        fig, (ax,) = new_figure(1, 5.0, 3.4)
-        for i, (rule, x) in enumerate(v.items()):
-            ax.plot(names, [x["cka"][l] for l in names], marker="o", label=rule, color=f"C{i + 1}")
-        ax.set_ylim(0, 1.02)
-        ax.set_ylabel("CKA to BP's layer")
-        ax.set_title(f"{model}: CKA to BP per layer (Fashion-MNIST)", fontsize=10)
-        ax.legend(fontsize=8)
-        figs[model] = fig
-    return figs
+    if not s["layers"]:
+        return {}
+    return {"layers": _layers_figure(s), "accuracy": _accuracy_figure(s)}
 
 
 def main() -> None:
-    rule_zoo.main(__doc__, NAME, RULES, summarise, markdown, figures)
+    run_experiment(__doc__, NAME, NAME, arms, summarise, markdown, figures,
+                   seeds=list(SEEDS), own_init_offset=OWN, arms=ARMS, train_subset=N_TRAIN, epochs=EPOCHS,
+                   probe=f"first {N_PROBE} test images, minibatches of {PROBE_BATCH}",
+                   checks=lambda s: {k: [x.as_dict() for x in v] for k, v in verdicts(s).items()},
+                   criterion=CRITERION)
 
 
 if __name__ == "__main__":

@@ -1,20 +1,41 @@
-"""experiments/representations.py runs end to end in --quick mode and writes its table, JSON and plots."""
+"""experiments/representations.py: --quick runs end to end with the paper's five arms, both
+inits, the BP-vs-BP ceiling, the untrained floor, the accuracy regression and verdicts (all
+inconclusive on one seed)."""
 
 from __future__ import annotations
+
+import re
 
 from experiment_runner import PNG, data_dir, payload, payload_times, run_script  # noqa: F401 (fixture)
 
 NAME = "representations"
+RULES = ("fa-random", "fa-toeplitz", "usf-init", "usf-sn")
 
 
-def test_runs_and_writes_results(data_dir, tmp_path):
+def test_representations_has_five_arms_both_inits_ceiling_floor_and_verdicts(data_dir, tmp_path):
     results = run_script(NAME, data_dir, tmp_path)
     md = (results / f"{NAME}.md").read_text()
-    for row in ["| fa |", "| frsf |", "| pfa |"]:
-        assert row in md, row
-    assert "checked" in md and ("**yes**" in md or "**no**" in md) and "Training time:" in md
-    assert all(t is not None and t > 0 for t in payload_times(results, NAME))
+    for section in ("## CKA to BP, own init", "## CKA to BP, same init as BP", "## What sharing BP's initial weights"):
+        assert section in md, section
+    for row in RULES + ("untrained (floor)",):
+        assert md.count(f"| {row} |") == 3, row  # own, same, same − own
+    assert md.count("| bp (ceiling) |") == 1
+    assert "| conv1 | conv2 | fc1 | fc2 | head |" in md and "Pearson r =" in md
+    cells = re.findall(r"\| (-?\d+\.\d+ ± \d+\.\d+) ", md)
+    assert len(cells) > 50  # every numeric cell is mean ± std
+    assert "Verdict criterion" in md and "Training time:" in md
     p = payload(results, NAME)
-    assert p["machine"] and p["results"]
-    for plot in ["representations-mlp.png", "representations-lenet.png"]:
-        assert (results / plot).read_bytes()[:8] == PNG
+    verdicts = p["verdicts"]
+    assert [len(verdicts[k]) for k in ("own", "same", "init")] == [12, 6, 4]
+    # one seed in --quick: every verdict must say it cannot tell
+    assert {v["result"] for vs in verdicts.values() for v in vs} == {"inconclusive"}
+    s = p["results"]
+    assert s["layers"] == ["conv1", "conv2", "fc1", "fc2", "head"] and s["seeds"] == [0]
+    own = s["conditions"]["own"]["rows"]
+    assert set(own) == set(RULES) | {"bp (ceiling)", "untrained (floor)"}
+    assert all(0 < x <= 1.0 + 1e-9 for x in own["bp (ceiling)"]["cka"]["fc1"])
+    assert s["conditions"]["own"]["fit"]["n"] == 5 and s["conditions"]["same"]["fit"]["n"] == 4
+    for plot in ("layers", "accuracy"):
+        assert (results / f"{NAME}-{plot}.png").read_bytes()[:8] == PNG
+    assert len(payload_times(results, NAME)) == 10
+    assert all(t is not None and t > 0 for t in payload_times(results, NAME))
