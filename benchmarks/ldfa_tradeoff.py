@@ -26,7 +26,7 @@ Three measurements, each separate from the others:
 * **Test accuracy**: for each seed, every arm trains from the same initial weights (seeded) on
   the same fixed training subset (drawn once, independent of the seed) in the same batch order
   (``alignlab.data.batches``, seeded by (seed, epoch)) for E epochs, with the optimizer of the
-  lab's rule comparisons (``experiments/rule_zoo.py``, ``experiments/feedback_dimension.py``):
+  lab's rule comparisons (``experiments/feedback_dimension.py``):
   SGD, momentum 0.9, lr 0.01, cosine to 0 over all steps (stepped per batch), L2 weight decay
   1e-3 on matrices (``alignlab.optim.build_optimizer``: ldfa's Q, and P, are matrices, so they are
   in W's parameter group and get W's decay, which is what makes Q track P·W); then accuracy on

@@ -27,7 +27,7 @@ direct fixed feedback of rank C is dfa):
 * cnn: Fashion-MNIST on LeNet-5, all 60 000 training images, 10 epochs, r = d = 10 only
   (conv1 has 6 channels, so its layer-wise P is 6 × 6).
 
-Every arm trains with the setting of the previous version of this script and of ``rule_zoo.py``:
+Every arm trains with the setting of the previous version of this script (and of the old shared rule runs):
 SGD (momentum 0.9, lr 0.01, cosine to 0, L2 decay 1e-3, batch 128); the decay is what makes Q
 track P·W. Seeds 0, 1, 2; a seed fixes the initial weights, the feedback and the data order, so
 arms of one task are paired by seed. Claims are checked at r = d by the criterion in
@@ -46,7 +46,7 @@ to the rank grid). Diagnostics are off: the claims are about test accuracy and M
 
 The estimate: the previous version's per-run times on this machine (5 epochs of the MLP: bp
 14 s, fa 15 s, ldfa 20–23 s, full-rank ldfa 32 s, fixed 15–18 s; 20 epochs of the teacher:
-9–19 s) and ``rule_zoo.py``'s LeNet-5 runs (5 epochs: bp 47 s, fa 50 s), with ldfa on LeNet-5
+9–19 s) and the old shared LeNet-5 runs (5 epochs: bp 47 s, fa 50 s), with ldfa on LeNet-5
 at the 1.7× of BP's step time that benchmarks/speed.py measured: per seed about 10 min for the MLP
 (16 runs of 10 epochs), 3 min for the teacher (15 runs) and 12 min for LeNet-5 (6 runs of
 10 epochs), 25 min in all, 3 seeds.
