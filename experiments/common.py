@@ -146,6 +146,12 @@ def diagnostics(run_dir: Path) -> list[dict]:
     return rundir.read_lines(run_dir / rundir.DIAGNOSTICS)
 
 
+def logs(run_dir: Path) -> tuple[list[dict], list[dict]] | None:
+    """(metrics per epoch, diagnostics) of a run; None while either is still empty."""
+    history, diags = rundir.read_lines(run_dir / rundir.METRICS), diagnostics(run_dir)
+    return (history, diags) if history and diags else None
+
+
 def layers(entries: list[dict], prefix: str) -> list[str]:
     """Layer names of the keys ``prefix/<layer>``, in network order."""
     if not entries:

@@ -50,9 +50,8 @@ from __future__ import annotations
 import math
 from pathlib import Path
 
-from common import Arm, config, diagnostics, layers, machine, new_figure, run_experiment, table
+from common import Arm, config, layers, logs, machine, new_figure, run_experiment, table
 from stats import CRITERION, Verdict, mean, plateau_text, plateaued, pm, pooled, std
-from alignlab.train import rundir
 
 NAME = "pfa_vs_rest"
 MODELS = {  # label: (model, its overrides, training images, epochs, the authors' regime it follows)
@@ -130,10 +129,10 @@ def _curve(diags: list[dict], prefix: str, names: list[str]) -> list[float]:
 
 
 def _run(run_dir: Path) -> dict | None:
-    history = rundir.read_lines(run_dir / rundir.METRICS)
-    diags = diagnostics(run_dir)
-    if not history or not diags:
+    got = logs(run_dir)
+    if got is None:
         return None
+    history, diags = got
     names = layers(diags, "angle")
     last = diags[-1]
     return {

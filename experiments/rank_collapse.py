@@ -34,9 +34,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from common import Arm, config, diagnostics, layers, machine, new_figure, run_experiment, table
+from common import Arm, config, layers, logs, machine, new_figure, run_experiment, table
 from stats import CRITERION, Verdict, mean, plateau_text, plateaued, pm, pooled, std
-from alignlab.train import rundir
 
 NAME = "rank_collapse"
 FAMILIES = {  # label: (model, options other than depth, training samples, epochs)
@@ -81,10 +80,10 @@ def hidden(entry: dict, names: list[str]) -> float:
 
 
 def _run(run_dir: Path) -> dict | None:
-    history = rundir.read_lines(run_dir / rundir.METRICS)
-    diags = diagnostics(run_dir)
-    if not history or not diags:
+    got = logs(run_dir)
+    if got is None:
         return None
+    history, diags = got
     names = layers(diags, "erank/delta")
     first, last = diags[0], diags[-1]
     return {
