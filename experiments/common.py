@@ -146,10 +146,14 @@ def diagnostics(run_dir: Path) -> list[dict]:
     return rundir.read_lines(run_dir / rundir.DIAGNOSTICS)
 
 
-def logs(run_dir: Path) -> tuple[list[dict], list[dict]] | None:
-    """(metrics per epoch, diagnostics) of a run; None while either is still empty."""
+def read_run(run_dir: Path, prefix: str) -> tuple[dict, list[dict]] | None:
+    """({test_acc (last epoch), acc_curve (per epoch), layers (of the ``prefix/<layer>``
+    diagnostics)}, the diagnostics) of a run; None while either log is still empty."""
     history, diags = rundir.read_lines(run_dir / rundir.METRICS), diagnostics(run_dir)
-    return (history, diags) if history and diags else None
+    if not history or not diags:
+        return None
+    return {"test_acc": history[-1]["test_acc"], "acc_curve": [m["test_acc"] for m in history],
+            "layers": layers(diags, prefix)}, diags
 
 
 def layers(entries: list[dict], prefix: str) -> list[str]:

@@ -50,7 +50,7 @@ from __future__ import annotations
 import math
 from pathlib import Path
 
-from common import Arm, config, layers, logs, machine, new_figure, run_experiment, table
+from common import Arm, config, machine, read_run, new_figure, run_experiment, table
 from stats import CRITERION, Verdict, mean, plateau_text, plateaued, pm, pooled, std
 
 NAME = "pfa_vs_rest"
@@ -129,15 +129,13 @@ def _curve(diags: list[dict], prefix: str, names: list[str]) -> list[float]:
 
 
 def _run(run_dir: Path) -> dict | None:
-    got = logs(run_dir)
+    got = read_run(run_dir, "angle")
     if got is None:
         return None
-    history, diags = got
-    names = layers(diags, "angle")
-    last = diags[-1]
+    base, diags = got
+    names, last = base["layers"], diags[-1]
     return {
-        "test_acc": history[-1]["test_acc"], "acc_curve": [m["test_acc"] for m in history],
-        "epochs": [d["epoch"] for d in diags], "layers": names,
+        **base, "epochs": [d["epoch"] for d in diags],
         "angle_curve": _curve(diags, "angle", names[:-1]), "walign_curve": _curve(diags, "walign", names[1:]),
         "angle_layer": {n: last[f"angle/{n}"] for n in names},
         "walign_layer": {n: last[f"walign/{n}"] for n in names if f"walign/{n}" in last},

@@ -34,7 +34,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from common import Arm, config, layers, logs, machine, new_figure, run_experiment, table
+from common import Arm, config, machine, read_run, new_figure, run_experiment, table
 from stats import CRITERION, Verdict, mean, plateau_text, plateaued, pm, pooled, std
 
 NAME = "rank_collapse"
@@ -80,17 +80,15 @@ def hidden(entry: dict, names: list[str]) -> float:
 
 
 def _run(run_dir: Path) -> dict | None:
-    got = logs(run_dir)
+    got = read_run(run_dir, "erank/delta")
     if got is None:
         return None
-    history, diags = got
-    names = layers(diags, "erank/delta")
-    first, last = diags[0], diags[-1]
+    base, diags = got
+    first, last, names = diags[0], diags[-1], base["layers"]
     return {
-        "test_acc": history[-1]["test_acc"], "acc_curve": [m["test_acc"] for m in history],
-        "erank_start": hidden(first, names), "erank_end": hidden(last, names),
+        **base, "erank_start": hidden(first, names), "erank_end": hidden(last, names),
         "layer_start": {n: first[f"erank/delta/{n}"] for n in names},
-        "layer_end": {n: last[f"erank/delta/{n}"] for n in names}, "layers": names,
+        "layer_end": {n: last[f"erank/delta/{n}"] for n in names},
     }
 
 
