@@ -60,8 +60,9 @@ Measured on a shared 2-core machine as single-thread CPU time: a training step o
 the loop does after every epoch, ~18 s; one CKA pair ~6 s. On 2 quiet cores (≈ CPU time / 1.7)
 that is ~145 s per run, of which the ten test-set passes are ~105 s (hence few images, which
 BP overfits and so flattens out on within 10 epochs, rather than more images), and ~350 s for a
-fa-random run (its per-position einsum ran 4–14× slower on 2 threads than on 1 on the shared
-machine; taken at ~1.5 s per step): 30 runs and 33 CKA pairs ≈ 95 min.
+fa-random run (taken at ~1.5 s per step from timings on a loaded machine; its per-position
+input gradient of conv2 alone takes 0.21 s per step on 2 quiet cores, so this is pessimistic):
+30 runs and 33 CKA pairs ≈ 95 min.
 
     python experiments/representations.py        # about 100 min on 2 CPU cores
 
