@@ -14,7 +14,6 @@ import argparse
 import json
 import os
 import platform
-import statistics
 import sys
 import time
 from dataclasses import dataclass
@@ -163,17 +162,6 @@ def layers(entries: list[dict], prefix: str) -> list[str]:
     return [k[len(prefix) + 1:] for k in entries[0] if k.startswith(prefix + "/")]
 
 
-def mean(values: list[float]) -> float:
-    values = [v for v in values if v == v]
-    return statistics.fmean(values) if values else float("nan")
-
-
-def fmt(value: float | None, digits: int = 1, scale: float = 1.0) -> str:
-    if value is None or value != value:
-        return "—"
-    return f"{value * scale:.{digits}f}"
-
-
 def table(header: list[str], rows: list[list[str]]) -> str:
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     lines += ["| " + " | ".join(r) + " |" for r in rows]
@@ -213,26 +201,6 @@ def timing(dirs: dict[str, Path]) -> str:
     times = [t for t in (wall_seconds(d) for d in dirs.values()) if t is not None]
     return (f"Training time: {sum(times) / 60:.1f} min, summed over the {len(times)} finished runs "
             f"(start stamp to summary; a resumed run counts its pause too).")
-
-
-def curves_and_accuracy(v: dict, names: list[str], x_key: str, curve_key: str, title, x_label: str,
-                        rows: int = 1, **plot):
-    """One panel per layer (``v[arm][curve_key][layer]`` against ``v[arm][x_key]``, one line per
-    arm), then a bar panel of the arms' test accuracies."""
-    fig, axes = new_figure(len(names) + 1, 3.4 if rows > 1 else 3.2, 2.8, rows=rows)
-    for ax, n in zip(axes, names):
-        for i, (label, x) in enumerate(v.items()):
-            ax.plot(x[x_key], x[curve_key][n], label=label, color=f"C{i}", **plot)
-        ax.set_title(title(n), fontsize=9)
-        ax.set_xlabel(x_label, fontsize=8)
-    ax = axes[-1]
-    acc = [100 * x["test_acc"] for x in v.values()]
-    ax.bar(list(v), acc, color=[f"C{i}" for i in range(len(v))])
-    ax.set_ylim(max(0, min(acc) - 5), None)
-    ax.set_title("test accuracy %", fontsize=9)
-    ax.tick_params(axis="x", labelrotation=45, labelsize=7)
-    axes[0].legend(fontsize=7)
-    return fig
 
 
 def run_experiment(doc: str, name: str, folder: str, arms_of, summarise, markdown, figures, checks=None,
