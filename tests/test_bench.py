@@ -444,3 +444,18 @@ def test_phases_quick_splits_every_step_and_states_the_bound(tmp_path):
         assert 0 < e["shared_share"] < 1
     assert 0 < r["widths"]["32"]["bound_without_that_mm"] < 1 and "bound_without_that_mm" not in r["widths"]["8"]
     assert "at best" in (tmp_path / "phases-quick.md").read_text()
+
+
+def test_oja_routes_quick_times_both_routes_and_names_the_pick(tmp_path):
+    spec = importlib.util.spec_from_file_location("alignlab_bench_oja_routes", SPEED.parent / "oja_routes.py")
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    bench.main(["--quick", "--out-dir", str(tmp_path)])
+    r = json.loads((tmp_path / "oja_routes-quick.json").read_text())
+    assert [c["picked"] for c in r["cases"]] == ["moments", "rows"]  # 6 units at r = 3; 300 units at r = 2
+    for c in r["cases"]:
+        assert set(c["ms"]) == {"moments", "rows"} and all(v > 0 for v in c["ms"].values())
+        assert c["faster"] == min(c["ms"], key=c["ms"].get)
+    from alignlab.rules import ldfa
+    assert ldfa.OJA_ROUTE is None  # the forced route is undone
+    assert "Picked the slower route in" in (tmp_path / "oja_routes-quick.md").read_text()

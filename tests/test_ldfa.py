@@ -12,6 +12,7 @@ import alignlab
 from alignlab.nn import product as product_module
 from alignlab.diagnostics.alignment import measure_alignment
 from alignlab.optim import build_optimizer
+from alignlab.rules import ldfa as ldfa_module
 from alignlab.rules.ldfa import DirectLowRankFeedback
 from alignlab.testing import bars_task, mlp, small_cnn
 
@@ -198,8 +199,10 @@ def test_feedback_and_input_gradients_have_rank_at_most_r():
 # --- P: Oja's subspace rule on the error at the layer's output -----------------------------
 
 
+@pytest.mark.parametrize("route", ["moments", "rows"])
 @pytest.mark.parametrize("normalize, rate", [("none", 1.0), ("batch", 1.0), ("batch", 0.25), ("unit", 1.0)])
-def test_p_gradient_is_ojas_rule_computed_by_hand(normalize, rate):
+def test_p_gradient_is_ojas_rule_computed_by_hand(normalize, rate, route, monkeypatch):
+    monkeypatch.setattr(ldfa_module, "OJA_ROUTE", route)
     torch.manual_seed(0)
     lin = alignlab.convert(nn.Sequential(nn.Linear(6, 5)), rule="ldfa", rank=3, normalize=normalize,
                            oja_rate=rate)[0]
@@ -763,3 +766,22 @@ def test_ojas_quadratic_term_is_the_same_in_either_order():
     for n, r, N in [(128, 10, 1024), (8, 64, 64)]:  # (yᵀy)P, then yᵀ(yP), the cheaper order
         y, P = torch.randn(n, r, dtype=torch.float64), torch.randn(r, N, dtype=torch.float64)
         torch.testing.assert_close(_yyP(y, P), y.T @ y @ P)
+
+
+@pytest.mark.parametrize("normalize", ["none", "batch", "unit"])
+def test_oja_routes_agree_and_the_moment_route_is_taken_where_it_costs_less(normalize, monkeypatch):
+    """Few units (a LeNet conv's 6 channels): the errors' moments (N² per row); many (a wide
+    MLP's 1024): the rows and h = δPᵀ (r·(N + r) per row)."""
+    torch.manual_seed(0)
+    assert ldfa_module.moments_cheaper(100352, 6, 6, normalize)
+    assert not ldfa_module.moments_cheaper(128, 1024, 10, normalize)
+    P = torch.linalg.qr(torch.randn(6, 5))[0].mT.contiguous()  # 5 × 6, orthonormal rows
+    delta = 2 * torch.randn(3, 6, 4, 5, dtype=torch.float64) + 0.5
+    delta[:, 2] = 0  # a dead unit (no error ever): "unit" leaves it 0
+    by_route = {}
+    for route in ("moments", "rows"):
+        monkeypatch.setattr(ldfa_module, "OJA_ROUTE", route)
+        by_route[route] = ldfa_module.oja_step(P.double(), delta, normalize, dim=1)
+    torch.testing.assert_close(by_route["moments"], by_route["rows"])
+    samples = delta.movedim(1, -1).reshape(-1, 6)
+    torch.testing.assert_close(by_route["rows"], -oja_by_hand(P.double(), samples, normalize))

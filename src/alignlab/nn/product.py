@@ -7,8 +7,9 @@ The input gradient is grad_x = δ·B·R, with B (N_out × m) and R (m × N_in, o
 * dense: M = B·R (shaped like W), grad_x = δM, ∇R = Bᵀ∇W (W's own gradient, computed anyway).
 
 Both give the same numbers up to float rounding. Where B learns (ldfa's Pᵀ), its gradient is
-``feedback.factor_grad(δ, h)``, from the error rows and h = δB, returned by this backward like
-any gradient, so the whole step traces under ``torch.compile(fullgraph=True)``.
+``feedback.factor_grad(δ, h, dim)``, from the errors (units along ``dim``: a conv's channels,
+never moved last here) and h = δB where the route formed it, returned by this backward like any
+gradient, so the whole step traces under ``torch.compile(fullgraph=True)``.
 
 Convs: B is a 1×1 channel mix (C_out × m) and R a kernel with m output channels, so the
 factored route runs the transposed conv and R's weight gradient with m channels instead of
@@ -82,14 +83,14 @@ class LinearProductFn(Function):
         B, R = B.to(g2.dtype), R.to(g2.dtype)
         (n_out, m), n_in = B.shape, R.shape[-1]
         factored = factored_cheaper(g2.shape[0], n_out, n_in, m, need_x, need_r)
-        h = g2 @ B if factored or need_f else None
+        h = g2 @ B if factored else None
         grad_w = g2.mT @ x2 if need_w or (need_r and not factored) else None
         grad_x = grad_r = None
         if need_x:
             grad_x = (h @ R if factored else g2 @ (B @ R)).view(*grad.shape[:-1], n_in)
         if need_r:
             grad_r = h.mT @ x2 if factored else B.mT @ grad_w
-        grad_f = ctx.feedback.factor_grad(g2, h) if need_f else None
+        grad_f = ctx.feedback.factor_grad(g2, h, -1) if need_f else None
         grad_b = g2.sum(0) if need_b else None
         return grad_x, grad_w if need_w else None, grad_b, grad_f, grad_r, None
 
@@ -129,10 +130,6 @@ class ConvProductFn(Function):
                 h, x, R, None, stride, padding, dilation, False, zeros, 1, [need_x, need_r, False])
         elif need_r:
             grad_r = _r_grad(B, grad_w, R.shape)
-        g_rows = h_rows = None
-        if need_f:  # B's gradient from the error rows (every position a sample) and h = δB
-            g_rows = grad.movedim(1, -1).reshape(-1, c_out)
-            h_rows = g_rows @ B if h is None else h.movedim(1, -1).reshape(-1, m)
-        grad_f = ctx.feedback.factor_grad(g_rows, h_rows) if need_f else None
+        grad_f = ctx.feedback.factor_grad(grad, h, 1) if need_f else None  # every position a sample
         nones = (None,) * 5
         return (grad_x, grad_w if need_w else None, grad_b, grad_f, grad_r) + nones

@@ -15,7 +15,7 @@ classes and decorates its :class:`Rule` with :func:`alignlab.rules.register`:
 * ``factors(weight)`` — two factors (B, R), B (N_out × m) and R (m × the rest of W's shape),
   to send the layer's error through in turn (grad_x = δ·B·R; pfa's B then R, ldfa's Pᵀ then Q);
   each backward forms B·R only where that costs less (:mod:`alignlab.nn.product`); B's gradient,
-  where B learns, is ``factor_grad(grad_rows, h)`` (ldfa's Oja step); default None: ``matrix``.
+  where B learns, is ``factor_grad(error, h, dim)`` (ldfa's Oja step); default None: ``matrix``.
 * ``own_input_grad = True`` and ``input_grad(grad, x_shape, conv)`` — the feedback computes the
   layer's input gradient itself (fa's untied conv feedback: a kernel at every position).
 * ``direct = True`` and ``project(error, x_shape, conv)`` — the layer's input gradient
@@ -134,10 +134,12 @@ class Feedback(nn.Module):
         None (the default): use :meth:`matrix`. Only product feedback (pfa, ldfa) has factors."""
         return None
 
-    def factor_grad(self, grad_rows: Tensor, h: Tensor) -> Tensor | None:
-        """The gradient of the first factor B of :meth:`factors`, from the layer's output error
-        rows δ (n × N_out; every position of a conv is a row) and h = δB (n × m), where B
-        learns (ldfa's Pᵀ: Oja's rule); the default, None, is for a B that does not (pfa's)."""
+    def factor_grad(self, error: Tensor, h: Tensor | None, dim: int) -> Tensor | None:
+        """The gradient of the first factor B of :meth:`factors`, where B learns (ldfa's Pᵀ:
+        Oja's rule), from the layer's output error δ, its N_out units along ``dim`` (-1 for a
+        Linear's rows, 1 for a conv's channels: every position is a sample), and h = δB (m units
+        along ``dim``) where the backward formed it, else None; the default, None, is for a B
+        that does not learn (pfa's)."""
         return None
 
     def extra_repr(self) -> str:
