@@ -20,9 +20,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
+import yaml
 
 from alignlab.train import rundir
-from alignlab.train.config import RunConfig, load_config
+from alignlab.train.config import RunConfig, load_config, to_dict
 from alignlab.train.loop import TrainingDiverged, train
 
 ROOT = Path(__file__).resolve().parent
@@ -99,6 +100,8 @@ def run_arms(arms: list[Arm], out: Path, quick: bool = False) -> dict[str, Path]
         cfg.out_dir, cfg.name = str(out), arm.label
         run_dir = out / arm.label
         dirs[arm.label] = run_dir
+        if (run_dir / rundir.CONFIG).exists():
+            check_same_config(run_dir, cfg)
         if rundir.is_done(run_dir):
             print(f"[{i}/{len(arms)}] {arm.label}: finished earlier, kept", file=sys.stderr)
             continue
@@ -114,6 +117,18 @@ def run_arms(arms: list[Arm], out: Path, quick: bool = False) -> dict[str, Path]
         print(f"[{i}/{len(arms)}] {arm.label}: {time.perf_counter() - tic:.0f} s, "
               f"final {final(run_dir)}", file=sys.stderr)
     return dirs
+
+
+def check_same_config(run_dir: Path, cfg: RunConfig) -> None:
+    """A one-line ValueError when the run already in ``run_dir`` was trained by another config
+    (an earlier design of the experiment): it is neither reused nor overwritten."""
+    saved = rundir.read_config(run_dir)
+    wanted = yaml.safe_load(yaml.safe_dump(to_dict(cfg), sort_keys=False))
+    differ = sorted(k for k in saved.keys() | wanted.keys()
+                    if k not in ("out_dir", "name") and saved.get(k) != wanted.get(k))  # where it is: the same folder
+    if differ:
+        raise ValueError(f"{run_dir} holds a run of another config (differs in {', '.join(differ)}); "
+                         "move it away or give --runs another folder")
 
 
 def _train_quick(cfg: RunConfig) -> None:
@@ -209,7 +224,10 @@ def run_experiment(doc: str, name: str, folder: str, arms_of, summarise, markdow
     ``<runs>/<folder>``, summarise them and write ``name``'s table, JSON (with ``meta`` and
     ``checks(summary)``, the verdicts) and plots."""
     args = parse_args(doc)
-    dirs = run_arms(arms_of(args.plan), run_folder(args, folder), args.quick)
+    try:
+        dirs = run_arms(arms_of(args.plan), run_folder(args, folder), args.quick)
+    except ValueError as err:  # a config or a run folder that cannot be used: one line, nothing written
+        sys.exit(f"{name}: {err}")
     s = summarise(dirs)
     payload = {"machine": machine(), "dataset": args.dataset, **meta, "results": s}
     if checks is not None:  # the verdicts, as JSON

@@ -25,14 +25,18 @@ def data_dir(tmp_path_factory):
     return directory
 
 
-def run_script(name: str, data_dir: Path, tmp_path: Path, *extra: str) -> Path:
-    """``experiments/<name>.py --quick`` with its runs and results under ``tmp_path``; the results dir."""
+def run_script(name: str, data_dir: Path, tmp_path: Path, *extra: str, fails: str | None = None) -> Path:
+    """``experiments/<name>.py --quick`` with its runs and results under ``tmp_path``; the results dir.
+    ``fails``: it must exit non-zero, its last line of stderr containing this text."""
     env = {**os.environ, "ALIGNLAB_DATA": str(data_dir),
            "PYTHONPATH": os.pathsep.join([str(SRC), os.environ.get("PYTHONPATH", "")])}
     results = tmp_path / "results"
     proc = subprocess.run([sys.executable, str(EXPERIMENTS / f"{name}.py"), "--quick", "--runs", str(tmp_path / "runs"),
                            "--results", str(results), *extra], env=env, capture_output=True, text=True, timeout=600)
-    assert proc.returncode == 0, proc.stderr[-3000:]
+    if fails is not None:
+        assert proc.returncode != 0 and fails in proc.stderr.strip().splitlines()[-1], proc.stderr[-3000:]
+    else:
+        assert proc.returncode == 0, proc.stderr[-3000:]
     return results
 
 

@@ -21,3 +21,11 @@ def test_rank_collapse_has_a_depth_axis_bp_controls_and_verdicts(data_dir, tmp_p
         assert {v["result"] for v in verdicts} == {"inconclusive"}
         assert set(p["results"][family]) == {"2", "4"}
     assert all(t is not None and t > 0 for t in payload_times(results, "rank_collapse"))
+
+    # a run left by another design of the experiment is neither reused nor overwritten
+    config = tmp_path / "runs" / "rank_collapse-quick" / "mlp2-bp-s0" / "config.yaml"
+    changed = config.read_text().replace("epochs: 1", "epochs: 7")
+    assert changed != config.read_text()
+    config.write_text(changed)
+    run_script("rank_collapse", data_dir, tmp_path, fails="holds a run of another config (differs in epochs)")
+    assert config.read_text() == changed
