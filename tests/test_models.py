@@ -196,6 +196,16 @@ def test_plaincnn_depth_pools_and_resolution(depth, pools, sizes):
     assert not any(isinstance(m, nn.Linear) for m in list(net)[:-1])  # one Linear: the head
 
 
+@pytest.mark.parametrize("depth, features", [(1, 8 * 14 * 14), (4, 8 * 7 * 7), (8, 8 * 7 * 7)])
+def test_plaincnn_flatten_head_sees_every_position(depth, features):
+    net = build("plaincnn", in_shape=(1, 28, 28), num_classes=10, depth=depth, width=8, head="flatten")
+    assert not hasattr(net, "gap") and net.head.in_features == features
+    x = torch.randn(2, 1, 28, 28)
+    assert net(x).shape == (2, 10)
+    gap = build("plaincnn", in_shape=(1, 28, 28), num_classes=10, depth=depth, width=8)
+    assert gap.head.in_features == 8 and isinstance(gap.gap, nn.AdaptiveAvgPool2d)
+
+
 @pytest.mark.parametrize("name, depth", [("resnet20", 20), ("resnet32", 32), ("resnet56", 56)])
 def test_cifar_resnet_depth_widths_and_strides(name, depth):
     net = build(name, in_shape=(3, 32, 32), num_classes=10)
@@ -320,6 +330,7 @@ def test_unknown_name_option_and_norm():
     ("plaincnn", (784,), {}, "in_shape"),
     ("plaincnn", (1, 28, 28), {"depth": 0}, "depth"),
     ("plaincnn", (1, 1, 1), {"depth": 3}, "too small"),
+    ("plaincnn", (1, 28, 28), {"head": "avg"}, "head='avg' is not valid; choose one of gap, flatten"),
     ("arch1", (3, 24, 24), {"lrn": "yes"}, "lrn"),
     ("resnet20", (3, 32), {}, "in_shape"),
     ("resnet20", (3, 32, 32), {"shortcut": "C"}, "shortcut"),
