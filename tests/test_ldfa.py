@@ -778,10 +778,17 @@ def test_oja_routes_agree_and_the_moment_route_is_taken_where_it_costs_less(norm
     P = torch.linalg.qr(torch.randn(6, 5))[0].mT.contiguous()  # 5 × 6, orthonormal rows
     delta = 2 * torch.randn(3, 6, 4, 5, dtype=torch.float64) + 0.5
     delta[:, 2] = 0  # a dead unit (no error ever): "unit" leaves it 0
+    delta[:, 4] = 1e-3 * delta[:, 4] + 30  # a large mean over a small spread: centred before the moments
     by_route = {}
     for route in ("moments", "rows"):
         monkeypatch.setattr(ldfa_module, "OJA_ROUTE", route)
         by_route[route] = ldfa_module.oja_step(P.double(), delta, normalize, dim=1)
+        # float32, against float64: no cancellation of the mean on either route
+        single = ldfa_module.oja_step(P, delta.float(), normalize, dim=1)
+        torch.testing.assert_close(single, by_route[route].float(), rtol=1e-3, atol=1e-4)
+        # the units along any dim, counted from either end
+        moved = ldfa_module.oja_step(P.double(), delta.movedim(1, 2), normalize, dim=-2)
+        torch.testing.assert_close(moved, by_route[route])
     torch.testing.assert_close(by_route["moments"], by_route["rows"])
     samples = delta.movedim(1, -1).reshape(-1, 6)
     torch.testing.assert_close(by_route["rows"], -oja_by_hand(P.double(), samples, normalize))

@@ -110,48 +110,51 @@ OJA_ROUTE: str | None = None
 ROW_PASS_COST = 64  # multiply-adds that one element of the n × (N + r) rows costs on the row route
 
 
-def moments_cheaper(n: int, N: int, r: int, normalize: str) -> bool:
-    """True when the error's second moments (Σδδᵀ, N × N: n·N² multiply-adds, one product per
-    sample) cost less than the row route: its products with h = δPᵀ (n·r·(N + r), twice for
-    ``"unit"``) and its passes over the n × (N + r) rows (moving a conv's channels last,
+def moments_cheaper(n: int, N: int, r: int, normalize: str, have_h: bool = True) -> bool:
+    """True when the errors' second moments (an N × N product: n·N² multiply-adds; both routes
+    centre the errors) cost less than the row route: its products with h = δPᵀ
+    (n·r·(N + r), twice for ``"unit"``; n·r·N more to form h where the backward did not,
+    ``have_h`` False) and its passes over the n × (N + r) rows (moving a conv's channels last,
     centring, and the thin products whose sums run over all n rows), ``ROW_PASS_COST``
     multiply-adds per element. That constant fits step times of both routes measured on
     2 CPU cores over conv errors (128, C, H, W), C = 6–256, and Linear errors (128 or 8192
-    rows, 64–1024 units) at r = 2–10: the cheaper route was chosen wherever the two differed by
-    more than 10 %."""
+    rows, 64–1024 units) at r = 2–10 (benchmarks/oja_routes.py)."""
     if OJA_ROUTE is not None:
         return OJA_ROUTE == "moments"
     rows = r * (N + r) * (2 if normalize == "unit" else 1) + ROW_PASS_COST * (N + r)
+    rows += 0 if have_h or normalize == "unit" else r * N
     return N * N < rows
 
 
-def error_moments(delta: Tensor, dim: int) -> tuple[Tensor, Tensor, int]:
-    """(Σδδᵀ (N × N), Σδ (N), n) over the errors' rows, the units along ``dim`` and every other
-    index a row (a conv's positions are rows), without moving ``dim`` last: per leading index a
-    (N × rest) · (rest × N) product, summed."""
-    N = delta.shape[dim]
-    if dim in (-1, delta.dim() - 1):
-        rows = delta.reshape(-1, N)
-        return rows.mT @ rows, rows.sum(0), rows.shape[0]
+def error_moments(delta: Tensor, dim: int, centre: bool) -> tuple[Tensor, int]:
+    """(M (N × N), n): the errors' second moment ⟨δδᵀ⟩ over their n rows, about their mean where
+    ``centre`` (the covariance, from the centred errors: no cancellation of a large mean), the
+    units along ``dim`` and every other index a row (a conv's positions are rows), without
+    moving ``dim`` last: per leading index a (N × rest)·(rest × N) product, summed."""
+    dim = dim % delta.dim()
+    others = tuple(i for i in range(delta.dim()) if i != dim)
+    n = delta.numel() // delta.shape[dim]
+    if centre:
+        delta = delta - delta.mean(others, keepdim=True)
+    if dim == delta.dim() - 1:
+        rows = delta.reshape(-1, delta.shape[-1])
+        return rows.mT @ rows / n, n
     blocks = delta.flatten(dim + 1).flatten(0, dim - 1) if dim > 0 else delta.flatten(1).unsqueeze(0)
-    return torch.bmm(blocks, blocks.mT).sum(0), blocks.sum((0, 2)), blocks.shape[0] * blocks.shape[2]
+    return torch.bmm(blocks, blocks.mT).sum(0) / n, n
 
 
-def oja_from_moments(P: Tensor, gram: Tensor, total: Tensor, n: int, normalize: str) -> Tensor:
-    """The step of :func:`oja_step` from the errors' moments: PC − PCPᵀP with C = ⟨δ̂δ̂ᵀ⟩, the
-    second moment of the errors as ``normalize`` makes them (for ``"none"`` Σδδᵀ/n; ``"batch"``
-    the covariance S ÷ its largest diagonal entry; ``"unit"`` S ÷ σσᵀ, units that never vary 1)."""
-    C = gram / n
-    if normalize != "none":
-        mu = total / n
-        C = C - torch.outer(mu, mu)
-        var = C.diagonal()
-        if normalize == "batch":
-            C = C / var.max().clamp_min(torch.finfo(C.dtype).tiny)
-        else:
-            std = var.clamp_min(0).sqrt()
-            std = torch.where(std > 0, std, torch.ones_like(std))
-            C = C / torch.outer(std, std)
+def oja_from_moments(P: Tensor, M: Tensor, normalize: str) -> Tensor:
+    """The step of :func:`oja_step` from the errors' second moment M (about their mean unless
+    ``"none"``): PC − PCPᵀP with C = ⟨δ̂δ̂ᵀ⟩ for the errors δ̂ as ``normalize`` makes them
+    (``"none"``: C = M; ``"batch"``: M ÷ its largest diagonal entry; ``"unit"``: M ÷ σσᵀ, σ the
+    units' standard deviations, 1 for a unit that never varies, so that its row of C is 0)."""
+    C = M
+    if normalize == "batch":
+        C = M / M.diagonal().max().clamp_min(torch.finfo(M.dtype).tiny)
+    elif normalize == "unit":
+        std = M.diagonal().sqrt()
+        std = torch.where(std > 0, std, torch.ones_like(std))
+        C = M / torch.outer(std, std)
     PC = P @ C
     return PC - (PC @ P.mT) @ P
 
@@ -172,8 +175,9 @@ def oja_step(P: Tensor, delta: Tensor, normalize: str, h: Tensor | None = None, 
     if n == 0:
         return torch.zeros_like(P)
     delta = delta.detach().to(P.dtype)
-    if moments_cheaper(n, N, r, normalize):
-        return oja_from_moments(P, *error_moments(delta, dim), normalize).mul_(scale)
+    if moments_cheaper(n, N, r, normalize, h is not None):
+        M, _ = error_moments(delta, dim, centre=normalize != "none")
+        return oja_from_moments(P, M, normalize).mul_(scale)
     if dim not in (-1, delta.dim() - 1):
         delta = delta.movedim(dim, -1)
         h = None if h is None else h.movedim(dim, -1)
