@@ -68,6 +68,8 @@ def parse_args(doc: str) -> argparse.Namespace:
     parser.add_argument("--runs", default="runs/experiments", help="where the runs go (default: %(default)s)")
     parser.add_argument("--results", default=None,
                         help="where results go (default: experiments/results; with --quick: <runs>/quick-results)")
+    parser.add_argument("--report-only", action="store_true",
+                        help="train nothing: write the results from the runs finished so far (they say how many)")
     args = parser.parse_args()
     if args.seeds is not None:
         try:
@@ -116,6 +118,18 @@ def run_arms(arms: list[Arm], out: Path, quick: bool = False) -> dict[str, Path]
             continue
         print(f"[{i}/{len(arms)}] {arm.label}: {time.perf_counter() - tic:.0f} s, "
               f"final {final(run_dir)}", file=sys.stderr)
+    return dirs
+
+
+def finished_arms(arms: list[Arm], out: Path) -> dict[str, Path]:
+    """{label: run dir} of the arms whose runs finished (of this config), training nothing."""
+    dirs = {}
+    for arm in arms:
+        run_dir = out / arm.label
+        arm.cfg.out_dir, arm.cfg.name = str(out), arm.label
+        if rundir.is_done(run_dir):
+            check_same_config(run_dir, arm.cfg)
+            dirs[arm.label] = run_dir
     return dirs
 
 
@@ -224,15 +238,25 @@ def run_experiment(doc: str, name: str, folder: str, arms_of, summarise, markdow
     ``<runs>/<folder>``, summarise them and write ``name``'s table, JSON (with ``meta`` and
     ``checks(summary)``, the verdicts) and plots."""
     args = parse_args(doc)
+    arms = arms_of(args.plan)
     try:
-        dirs = run_arms(arms_of(args.plan), run_folder(args, folder), args.quick)
+        if args.report_only:
+            dirs = finished_arms(arms, run_folder(args, folder))
+        else:
+            dirs = run_arms(arms, run_folder(args, folder), args.quick)
     except ValueError as err:  # a config or a run folder that cannot be used: one line, nothing written
         sys.exit(f"{name}: {err}")
+    if not dirs:
+        sys.exit(f"{name}: no finished run under {run_folder(args, folder)}; nothing to report")
     s = summarise(dirs)
     payload = {"machine": machine(), "dataset": args.dataset, **meta, "results": s}
     if checks is not None:  # the verdicts, as JSON
         payload["verdicts"] = checks(s)
-    write_results(Path(args.results), name, markdown(s), payload, figures(s), dirs)
+    payload["runs_finished"], payload["runs_planned"] = len(dirs), len(arms)
+    coverage = (f"Runs: all {len(arms)} planned runs finished." if len(dirs) == len(arms) else
+                f"**Interim results: {len(dirs)} of the {len(arms)} planned runs finished** (`--report-only`); "
+                "a cell or verdict that needs a missing run is left out.")
+    write_results(Path(args.results), name, markdown(s) + "\n\n" + coverage, payload, figures(s), dirs)
 
 
 def write_results(results: Path, name: str, markdown: str, payload: dict, figures: dict,

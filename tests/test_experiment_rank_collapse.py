@@ -22,6 +22,17 @@ def test_rank_collapse_has_a_depth_axis_bp_controls_and_verdicts(data_dir, tmp_p
         assert set(p["results"][family]) == {"2", "4"}
     assert all(t is not None and t > 0 for t in payload_times(results, "rank_collapse"))
 
+    assert "Runs: all 32 planned runs finished." in md and p["runs_finished"] == p["runs_planned"] == 32
+
+    # --report-only: the finished runs, none trained, the count said
+    import shutil
+    shutil.rmtree(tmp_path / "runs" / "rank_collapse-quick" / "cnn4-fa-s0")
+    results = run_script("rank_collapse", data_dir, tmp_path, "--report-only")
+    md = (results / "rank_collapse.md").read_text()
+    assert "Interim results: 31 of the 32 planned runs finished" in md
+    assert not (tmp_path / "runs" / "rank_collapse-quick" / "cnn4-fa-s0").exists()
+    assert "| depth 2 | depth 4 |" in md  # the cnn table keeps depth 4, without fa's cell there
+
     # a run left by another design of the experiment is neither reused nor overwritten
     config = tmp_path / "runs" / "rank_collapse-quick" / "mlp2-bp-s0" / "config.yaml"
     changed = config.read_text().replace("epochs: 1", "epochs: 7")
