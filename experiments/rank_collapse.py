@@ -123,6 +123,18 @@ def summarise(dirs: dict[str, Path]) -> dict:
     return out
 
 
+def complete(by_depth: dict) -> list[str]:
+    """The depths (ascending) at which every arm has as many seeds as the best-covered arm."""
+    most = max((c[a]["seeds"] for c in by_depth.values() for a in c), default=0)
+    return [d for d in sorted(by_depth, key=int)
+            if set(arm_names()) <= by_depth[d].keys() and all(x["seeds"] == most for x in by_depth[d].values())]
+
+
+def cell(values: list[float], digits: int = 1, scale: float = 1.0, seeds: int = 0) -> str:
+    """mean ± std, saying how many seeds where fewer than ``seeds`` (an interim report)."""
+    return pm(values, digits, scale) + (f" ({len(values)} of {seeds} seeds)" if len(values) < seeds else "")
+
+
 def _diff(a: list[float], b: list[float]) -> list[float]:
     return [x - y for x, y in zip(a, b)]
 
@@ -131,9 +143,7 @@ def verdicts(s: dict) -> dict[str, list[Verdict]]:
     """The claims, checked at each family's shallowest and deepest net (criterion: stats.CRITERION)."""
     out = {}
     for family, by_depth in s.items():
-        ds = sorted(by_depth, key=int)
-        need = set(arm_names())
-        ds = [d for d in ds if need <= by_depth[d].keys()]
+        ds = complete(by_depth)
         if not ds:
             continue
         lo, hi = by_depth[ds[0]], by_depth[ds[-1]]
@@ -166,9 +176,13 @@ def verdicts(s: dict) -> dict[str, list[Verdict]]:
     return out
 
 
+def _seeds(by_depth: dict) -> int:
+    return max((c[a]["seeds"] for c in by_depth.values() for a in c), default=0)
+
+
 def _acc_table(by_depth: dict) -> str:
-    ds = sorted(by_depth, key=int)
-    rows = [[arm] + [pm(by_depth[d][arm]["test_acc"], 2, 100) if arm in by_depth[d] else "—" for d in ds]
+    ds, n = sorted(by_depth, key=int), _seeds(by_depth)
+    rows = [[arm] + [cell(by_depth[d][arm]["test_acc"], 2, 100, n) if arm in by_depth[d] else "—" for d in ds]
             for arm in arm_names()]
     return table(["arm"] + [f"depth {d}" for d in ds], rows)
 
@@ -206,7 +220,7 @@ def _rank_table(by_depth: dict) -> str:
 
 
 def _layer_table(by_depth: dict) -> str:
-    d = max(by_depth, key=int)
+    d = complete(by_depth)[-1]
     c = by_depth[d]
     names = next(iter(c.values()))["layers"]
     rows = []
@@ -232,7 +246,7 @@ def markdown(s: dict) -> str:
              f"Verdict criterion (written before the runs): {CRITERION}.", ""]
     for family, v in verdicts(s).items():
         by_depth = s[family]
-        deepest = max(by_depth, key=int)
+        deepest = complete(by_depth)[-1]
         parts += [f"## {family}", "", "Test accuracy %", "", _acc_table(by_depth), "",
                   _gap_table(by_depth), "", _rank_table(by_depth), "", _layer_table(by_depth), "",
                   plateau_text(plateaued(by_depth[deepest]["bp"]["acc_curve"])) + f" (depth {deepest}).", "",
