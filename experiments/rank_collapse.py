@@ -123,9 +123,14 @@ def summarise(dirs: dict[str, Path]) -> dict:
     return out
 
 
+def _seeds(by_depth: dict) -> int:
+    """The most seeds any arm has at any depth (the planned count, once one arm is complete)."""
+    return max((c[a]["seeds"] for c in by_depth.values() for a in c), default=0)
+
+
 def complete(by_depth: dict) -> list[str]:
     """The depths (ascending) at which every arm has as many seeds as the best-covered arm."""
-    most = max((c[a]["seeds"] for c in by_depth.values() for a in c), default=0)
+    most = _seeds(by_depth)
     return [d for d in sorted(by_depth, key=int)
             if set(arm_names()) <= by_depth[d].keys() and all(x["seeds"] == most for x in by_depth[d].values())]
 
@@ -174,10 +179,6 @@ def verdicts(s: dict) -> dict[str, list[Verdict]]:
                              unit="rank"))
         out[family] = v
     return out
-
-
-def _seeds(by_depth: dict) -> int:
-    return max((c[a]["seeds"] for c in by_depth.values() for a in c), default=0)
 
 
 def _acc_table(by_depth: dict) -> str:
