@@ -126,8 +126,8 @@ def moments_cheaper(n: int, N: int, r: int, normalize: str, have_h: bool = True)
     return N * N < rows
 
 
-def error_moments(delta: Tensor, dim: int, centre: bool) -> tuple[Tensor, int]:
-    """(M (N × N), n): the errors' second moment ⟨δδᵀ⟩ over their n rows, about their mean where
+def error_moments(delta: Tensor, dim: int, centre: bool) -> Tensor:
+    """M (N × N): the errors' second moment ⟨δδᵀ⟩ over their n rows, about their mean where
     ``centre`` (the covariance, from the centred errors: no cancellation of a large mean), the
     units along ``dim`` and every other index a row (a conv's positions are rows), without
     moving ``dim`` last: per leading index a (N × rest)·(rest × N) product, summed."""
@@ -138,9 +138,9 @@ def error_moments(delta: Tensor, dim: int, centre: bool) -> tuple[Tensor, int]:
         delta = delta - delta.mean(others, keepdim=True)
     if dim == delta.dim() - 1:
         rows = delta.reshape(-1, delta.shape[-1])
-        return rows.mT @ rows / n, n
+        return rows.mT @ rows / n
     blocks = delta.flatten(dim + 1).flatten(0, dim - 1) if dim > 0 else delta.flatten(1).unsqueeze(0)
-    return torch.bmm(blocks, blocks.mT).sum(0) / n, n
+    return torch.bmm(blocks, blocks.mT).sum(0) / n
 
 
 def oja_from_moments(P: Tensor, M: Tensor, normalize: str) -> Tensor:
@@ -176,7 +176,7 @@ def oja_step(P: Tensor, delta: Tensor, normalize: str, h: Tensor | None = None, 
         return torch.zeros_like(P)
     delta = delta.detach().to(P.dtype)
     if moments_cheaper(n, N, r, normalize, h is not None):
-        M, _ = error_moments(delta, dim, centre=normalize != "none")
+        M = error_moments(delta, dim, centre=normalize != "none")
         return oja_from_moments(P, M, normalize).mul_(scale)
     if dim not in (-1, delta.dim() - 1):
         delta = delta.movedim(dim, -1)
