@@ -459,3 +459,31 @@ def test_oja_routes_quick_times_both_routes_and_names_the_pick(tmp_path):
     from alignlab.rules import ldfa
     assert ldfa.OJA_ROUTE is None  # the forced route is undone
     assert "Picked the slower route in" in (tmp_path / "oja_routes-quick.md").read_text()
+
+
+def test_gpu_rules_relative_error_has_a_floor_for_gradients_that_vanish():
+    """gpu_rules.rel_err: a gradient that is zero in exact arithmetic (ldfa's P at r = N_out:
+    Oja's step PC(I − PᵀP) vanishes for square orthogonal P) is judged against 1e-4 of the net's
+    largest gradient, not against its own rounding; a real error in a small gradient still fails."""
+    import torch
+
+    from alignlab.rules.ldfa import oja_step
+
+    spec = importlib.util.spec_from_file_location("alignlab_bench_gpu_rules", SPEED.parent / "gpu_rules.py")
+    rules = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(rules)
+    g = torch.Generator().manual_seed(0)
+    P = torch.linalg.qr(torch.randn(3, 3, generator=g))[0].mT.contiguous()
+    step = oja_step(P, torch.randn(32, 3, generator=g), "batch")
+    assert 0 < step.norm() < 1e-5  # rounding alone
+    weight = torch.randn(4, 4, generator=g)
+    want = {"w": weight, "P": step}
+    noise = {"w": weight, "P": step + 1e-7 * torch.randn(3, 3, generator=g)}
+    assert noise["P"].sub(step).norm() > step.norm()  # off by more than itself ...
+    err, _ = rules.rel_err(noise, want)
+    assert err < 2e-3  # ... and within the floor
+    small = {"w": weight, "P": torch.full((3, 3), 1e-2)}
+    err, where = rules.rel_err({"w": weight, "P": 2 * small["P"]}, small)
+    assert where == "P" and err == pytest.approx(1.0)  # a 100 % error of a small gradient fails
+    err, where = rules.rel_err({"w": weight.double(), "P": step}, want)
+    assert err == math.inf and where.startswith("w: torch.float64")
