@@ -11,7 +11,8 @@ Relative error of a gradient: ||g − g_fp32|| / max(||g_fp32||, FLOOR × the la
 gradient's norm in the model). The floor keeps a gradient that is zero in exact arithmetic from
 judging rounding: ldfa's P at r = N_out (a layer with 10 or fewer outputs), whose Oja step
 PC(I − PᵀP) vanishes for square orthogonal P, is about 1e-7 in fp32, and inductor's different
-order of summation changes it by as much (the first GPU run failed on exactly that).
+order of summation changes it by as much (the first GPU run failed on exactly that). ldfa runs
+at rank 2 here (``OPTIONS``), so that its P learns in every layer and the check means something.
 
     python benchmarks/gpu_rules.py --out DIR [--device cuda] [--backend inductor] [--rules fa,dfa]
 """
@@ -34,6 +35,10 @@ import alignlab
 from alignlab import testing
 
 FLOOR = 1e-4  # a gradient's error is relative to at least this fraction of the model's largest gradient
+# options that make a rule's every gradient non-trivial on these small nets: at ldfa's default
+# rank 10 each layer (at most 8 outputs) has r = N_out, a square orthogonal P whose Oja step is
+# zero up to rounding, so P's gradient would be checked on rounding alone
+OPTIONS = {"ldfa": {"rank": 2}}
 
 
 def parse(argv=None) -> argparse.Namespace:
@@ -106,7 +111,7 @@ def write(a, dev, results, floors):
     passed = sum(r["passed"] for r in results)
     lines = [f"Each rule on alignlab.testing's small CNN and tiny transformer ({dev}): one forward/backward "
              f"under bf16 autocast and under torch.compile(backend={a.backend!r}), against eager fp32 "
-             "(same weights, same feedback). Relative error = max over parameters of "
+             f"(same weights, same feedback; options {OPTIONS}). Relative error = max over parameters of "
              f"||g - g_fp32|| / max(||g_fp32||, {FLOOR:g} × the net's largest ||g_fp32||) (the floor: a gradient "
              "that is zero in exact arithmetic, such as ldfa's P at r = N_out, differs by rounding alone). "
              "bf16 passes with a bf16 output, finite fp32 gradients "
@@ -162,7 +167,7 @@ def main(argv=None) -> int:
             if name not in floors:
                 floors[name] = bf16_floor(base, x, y)
             torch.manual_seed(0)
-            model = alignlab.convert(base, rule=rule).to(dev)
+            model = alignlab.convert(base, rule=rule, **OPTIONS.get(rule, {})).to(dev)
             step(model, x, y)
             _, want = step(copy.deepcopy(model), x, y)
             for kind in ("bf16", "compile"):

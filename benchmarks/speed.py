@@ -990,7 +990,7 @@ def format_net(net: str, entry: dict) -> str:
             f"{', norm ' + entry['norm'] if entry['norm'] else ''}): {entry['rounds']} rounds, "
             f"visits of {visits} step(s)\n\n"
             "| rule | ms/step | time ratio to BP (IQR) | MACs/step | MAC ratio to BP = limit | time − limit | "
-            "speed target | speed holds? | peak RSS MiB (training) | Δ vs BP MiB | "
+            "speed target | speed holds? | peak MiB (training) | Δ vs BP MiB | "
             "feedback MiB | other feedback MiB | memory holds? |\n"
             "|---|---|---|---|---|---|---|---|---|---|---|---|---|")
     rows = [head]
