@@ -32,6 +32,10 @@ def test_rank_collapse_has_a_depth_axis_bp_controls_and_verdicts(data_dir, tmp_p
     assert "Interim results: 31 of the 32 planned runs finished" in md
     assert not (tmp_path / "runs" / "rank_collapse-quick" / "cnn4-fa-s0").exists()
     assert "| depth 2 | depth 4 |" in md  # the cnn table keeps depth 4, without fa's cell there
+    # --report-only before any run finished: one line, exit non-zero, no results written
+    empty = tmp_path / "empty"
+    run_script("rank_collapse", data_dir, empty, "--report-only", fails="no finished run under")
+    assert not (empty / "results").exists()
 
     # a run left by another design of the experiment is neither reused nor overwritten
     config = tmp_path / "runs" / "rank_collapse-quick" / "mlp2-bp-s0" / "config.yaml"
