@@ -3,7 +3,8 @@
     python benchmarks/phases.py        # about 1 min on 2 CPU cores; --quick for the tests
 
 The speed benchmark times whole steps. This splits them, for plain-PyTorch BP and each rule
-asked for (default ldfa, dfa, fa), on the wide MLP of the speed table (784-1024-1024-10, batch
+asked for (default ldfa, ldfa without P's Oja step, ldfa with P and Q fixed, dfa, fa; a rule
+with options is written ``name:key=value:...``, e.g. ``ldfa:learn_p=false``), on the wide MLP of the speed table (784-1024-1024-10, batch
 128) and on the same MLP at width 16, where the arithmetic vanishes and what is left is each
 rule's fixed cost per step (Python autograd Functions, feedback updates, extra parameters in the
 optimizer). Models are timed interleaved, one step each per round, SGD(lr=0.01, momentum=0.9,
@@ -35,12 +36,43 @@ RESULTS = Path(__file__).resolve().parent / "results"
 PHASES = ("forward", "backward", "optimizer")
 
 
+DEFAULT_RULES = "ldfa,ldfa:learn_p=false,ldfa:learn_p=false:learn_q=false,dfa,fa"
+
+
+def _value(text: str):
+    """An option's value: true/false, an int, a float, else the text."""
+    if text.lower() in ("true", "false"):
+        return text.lower() == "true"
+    for kind in (int, float):
+        try:
+            return kind(text)
+        except ValueError:
+            pass
+    return text
+
+
+def rule_spec(spec: str) -> tuple[str, dict]:
+    """``"ldfa:learn_p=false:rank=5"`` → ("ldfa", {"learn_p": False, "rank": 5})."""
+    name, *pairs = spec.split(":")
+    options = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key:
+            raise SystemExit(f"phases.py: error: rule option {pair!r} in {spec!r} is not key=value")
+        options[key] = _value(value)
+    return name, options
+
+
 def build(width: int, rules: list[str]) -> dict:
     torch.manual_seed(0)
     base = models.build("mlp", in_shape=(1, 28, 28), num_classes=10, depth=2, width=width)
     nets = {}
     for rule in ["torch", *rules]:
-        net = copy.deepcopy(base) if rule == "torch" else convert(copy.deepcopy(base), rule=rule)
+        if rule == "torch":
+            net = copy.deepcopy(base)
+        else:
+            name, options = rule_spec(rule)
+            net = convert(copy.deepcopy(base), rule=name, **options)
         nets[rule] = (net, torch.optim.SGD(net.parameters(), lr=0.01, momentum=0.9, weight_decay=1e-4))
     return nets
 
@@ -117,7 +149,7 @@ def to_markdown(r: dict) -> str:
 
 def main(argv=None) -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--rules", default="ldfa,dfa,fa")
+    p.add_argument("--rules", default=DEFAULT_RULES)
     p.add_argument("--rounds", type=int, default=50)
     p.add_argument("--quick", action="store_true", help="width 8 and 32, 3 rounds: check it runs")
     p.add_argument("--out-dir", default=str(RESULTS))

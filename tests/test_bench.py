@@ -434,16 +434,20 @@ def test_phases_quick_splits_every_step_and_states_the_bound(tmp_path):
     spec = importlib.util.spec_from_file_location("alignlab_bench_phases", SPEED.parent / "phases.py")
     phases = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(phases)
-    phases.main(["--quick", "--rules", "ldfa,fa", "--out-dir", str(tmp_path)])
+    phases.main(["--quick", "--rules", "ldfa,ldfa:learn_p=false,fa", "--out-dir", str(tmp_path)])
     r = json.loads((tmp_path / "phases-quick.json").read_text())
     for width, e in r["widths"].items():
-        assert set(e["phases_ms"]) == {"torch", "ldfa", "fa"}
+        assert set(e["phases_ms"]) == {"torch", "ldfa", "ldfa:learn_p=false", "fa"}
         for label, p in e["phases_ms"].items():
             assert set(p) == {"forward", "backward", "optimizer"} and all(v > 0 for v in p.values())
             assert e["total_ms"][label] == pytest.approx(sum(p.values()))
         assert 0 < e["shared_share"] < 1
     assert 0 < r["widths"]["32"]["bound_without_that_mm"] < 1 and "bound_without_that_mm" not in r["widths"]["8"]
     assert "at best" in (tmp_path / "phases-quick.md").read_text()
+    assert phases.rule_spec("ldfa:learn_p=false:rank=5:normalize=unit") == (
+        "ldfa", {"learn_p": False, "rank": 5, "normalize": "unit"})
+    with pytest.raises(SystemExit, match="'rank' in 'ldfa:rank' is not key=value"):
+        phases.rule_spec("ldfa:rank")
 
 
 def test_oja_routes_quick_times_both_routes_and_names_the_pick(tmp_path):
