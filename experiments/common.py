@@ -36,6 +36,7 @@ class Arm:
     cfg: RunConfig
 
 
+DIVERGED = "diverged.json"  # in a run whose loss became non-finite: {"error", "epochs_finished"}
 DATASETS = ("fashion-mnist", "cifar10", "cifar100")  # --dataset; CIFAR: the papers' setting, not run here
 
 
@@ -104,8 +105,9 @@ def run_arms(arms: list[Arm], out: Path, quick: bool = False) -> dict[str, Path]
         dirs[arm.label] = run_dir
         if (run_dir / rundir.CONFIG).exists():
             check_same_config(run_dir, cfg)
-        if rundir.is_done(run_dir):
-            print(f"[{i}/{len(arms)}] {arm.label}: finished earlier, kept", file=sys.stderr)
+        if rundir.is_done(run_dir) or diverged(run_dir):
+            print(f"[{i}/{len(arms)}] {arm.label}: {'diverged' if diverged(run_dir) else 'finished'} earlier, kept",
+                  file=sys.stderr)
             continue
         tic = time.perf_counter()
         try:
@@ -114,6 +116,8 @@ def run_arms(arms: list[Arm], out: Path, quick: bool = False) -> dict[str, Path]
             else:
                 train(resume=run_dir) if (run_dir / rundir.CONFIG).exists() else train(cfg)
         except TrainingDiverged as err:
+            (run_dir / DIVERGED).write_text(json.dumps({"error": str(err), "epochs_finished": len(
+                rundir.read_lines(run_dir / rundir.METRICS))}) + "\n")
             print(f"[{i}/{len(arms)}] {arm.label}: {err}", file=sys.stderr)
             continue
         print(f"[{i}/{len(arms)}] {arm.label}: {time.perf_counter() - tic:.0f} s, "
@@ -127,10 +131,16 @@ def finished_arms(arms: list[Arm], out: Path) -> dict[str, Path]:
     for arm in arms:
         run_dir = out / arm.label
         arm.cfg.out_dir, arm.cfg.name = str(out), arm.label
-        if rundir.is_done(run_dir):
+        if rundir.is_done(run_dir) or diverged(run_dir):
             check_same_config(run_dir, arm.cfg)
             dirs[arm.label] = run_dir
     return dirs
+
+
+def diverged(run_dir: Path) -> bool:
+    """True when the run stopped on a non-finite loss (``run_arms`` wrote DIVERGED into it): an
+    outcome, kept as it is (not trained again), named in the results, left out of their cells."""
+    return (Path(run_dir) / DIVERGED).is_file()
 
 
 def check_same_config(run_dir: Path, cfg: RunConfig) -> None:
@@ -248,15 +258,20 @@ def run_experiment(doc: str, name: str, folder: str, arms_of, summarise, markdow
         sys.exit(f"{name}: {err}")
     if not dirs:
         sys.exit(f"{name}: no finished run under {run_folder(args, folder)}; nothing to report")
-    s = summarise(dirs)
+    bad = [k for k, d in dirs.items() if diverged(d)]
+    done = {k: d for k, d in dirs.items() if k not in bad}
+    s = summarise(done)
     payload = {"machine": machine(), "dataset": args.dataset, **meta, "results": s}
     if checks is not None:  # the verdicts, as JSON
         payload["verdicts"] = checks(s)
-    payload["runs_finished"], payload["runs_planned"] = len(dirs), len(arms)
+    payload["runs_finished"], payload["runs_planned"], payload["runs_diverged"] = len(dirs), len(arms), bad
     coverage = (f"Runs: all {len(arms)} planned runs finished." if len(dirs) == len(arms) else
                 f"**Interim results: {len(dirs)} of the {len(arms)} planned runs finished** (`--report-only`); "
                 "a cell or verdict that needs a missing run is left out.")
-    write_results(Path(args.results), name, markdown(s) + "\n\n" + coverage, payload, figures(s), dirs)
+    if bad:
+        coverage += (f" **{len(bad)} diverged** (the loss became non-finite; kept, not retrained): "
+                     f"{', '.join(bad)}; their seeds are left out of the cells and verdicts above.")
+    write_results(Path(args.results), name, markdown(s) + "\n\n" + coverage, payload, figures(s), done)
 
 
 def write_results(results: Path, name: str, markdown: str, payload: dict, figures: dict,

@@ -147,8 +147,9 @@ def summarise(dirs: dict[str, Path]) -> dict:
             continue
         seeds = sorted({int(k.rsplit("-s", 1)[1]) for k in mine})
         arms_ = {}
-        for name in dict.fromkeys(k.rsplit("-s", 1)[0] for k in mine):
-            hist = [rundir.read_lines(mine[f"{name}-s{s}"] / rundir.METRICS) for s in seeds]
+        for name in dict.fromkeys(k.rsplit("-s", 1)[0] for k in mine):  # a seed not run (--report-only): None
+            hist = [rundir.read_lines(mine[f"{name}-s{s}"] / rundir.METRICS) if f"{name}-s{s}" in mine else []
+                    for s in seeds]
             arms_[name] = {"final": [h[-1].get(t.metric) if h else None for h in hist],
                            "curve": [[m.get(t.metric) for m in h] for h in hist]}
         out[task] = {"d": _d(task, list(mine.values())), "metric": t.metric, "seeds": seeds, "arms": arms_}
@@ -246,10 +247,13 @@ def checks(s: dict) -> dict:
 
 
 def _cell(x: dict, arm: str) -> str:
+    """mean ± std over the seeds; "(n of N seeds)" where some did not run (interim results)."""
     if arm not in x["arms"]:
         return "—"
     vals = x["arms"][arm]["final"]
-    return pm(vals, 2, 100) if x["metric"] == "test_acc" else pm(vals, 4)
+    cell = pm(vals, 2, 100) if x["metric"] == "test_acc" else pm(vals, 4)
+    n = len(finite(vals))
+    return cell if n == len(vals) else f"{cell} ({n} of {len(vals)} seeds)"
 
 
 def _all_ranks(x: dict) -> list[str]:

@@ -23,6 +23,14 @@ def test_int_given_for_float_is_accepted():
     assert load_config(None, ["optim.lr=1"]).optim.lr == 1.0
 
 
+def test_exponent_without_a_dot_is_a_float():
+    """YAML 1.1 (PyYAML) reads 1e-3 as a string; a float key takes it as the number."""
+    cfg = load_config(None, ["optim.lr=1e-3", "optim.weight_decay=5E-4"])
+    assert cfg.optim.lr == 1e-3 and cfg.optim.weight_decay == 5e-4 and isinstance(cfg.optim.lr, float)
+    with pytest.raises(ValueError, match="config key 'optim.lr' must be float, got 'e-3'"):
+        load_config(None, ["optim.lr=e-3"])
+
+
 def test_round_trip_through_dict():
     cfg = load_config(None, ["rule=kp", "model.options.depth=3"])
     assert config_from_dict(to_dict(cfg)) == cfg
@@ -32,6 +40,7 @@ def test_round_trip_through_dict():
     ("optim.lrr=0.1", "unknown config key 'optim.lrr'; valid keys under 'optim': name, lr, momentum, weight_decay, schedule"),
     ("epoch=3", "unknown config key 'epoch'; valid keys at the top level: rule, rule_options"),
     ("epochs=three", "config key 'epochs' must be int, got 'three'"),
+    ("epochs=1e3", "config key 'epochs' must be int, got '1e3'"),
     ("epochs=0", "config key 'epochs' must be >= 1, got 0"),
     ("progress=maybe", "config key 'progress' must be bool, got 'maybe'"),
     ("optim=adam", "config key 'optim' is a section"),

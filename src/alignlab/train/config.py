@@ -9,6 +9,7 @@ wrong type, is a one-line ``ValueError`` naming the key and listing the valid on
 from __future__ import annotations
 
 import dataclasses
+import re
 import types
 import typing
 from dataclasses import dataclass, field
@@ -117,6 +118,9 @@ def _field_types(cls) -> dict[str, Any]:
     return {f.name: hints[f.name] for f in dataclasses.fields(cls)}
 
 
+_EXPONENT = re.compile(r"[-+]?(\d+\.?\d*|\.\d+)[eE][-+]?\d+")  # 1e-3, 2E5, .5e-2
+
+
 def _check_value(key: str, value, kind) -> Any:
     """``value`` converted to the field type ``kind``, or a ValueError naming ``key``."""
     if dataclasses.is_dataclass(kind):
@@ -127,6 +131,8 @@ def _check_value(key: str, value, kind) -> Any:
         kind = next(t for t in typing.get_args(kind) if t is not type(None))
     if kind is float and isinstance(value, int) and not isinstance(value, bool):
         return float(value)
+    if kind is float and isinstance(value, str) and _EXPONENT.fullmatch(value.strip()):
+        return float(value)  # YAML 1.1 reads 1e-3 (no dot) as a string
     if kind is str and isinstance(value, (int, float)) and not isinstance(value, bool):
         return str(value)
     ok = isinstance(value, kind) and not (kind is int and isinstance(value, bool))
