@@ -284,7 +284,8 @@ def markdown(s: dict) -> str:
              + "; ".join(FAMILIES.values()) + ". fixed at full rank is fa; direct ranks stop at d (P is r × C), "
              "and direct fixed feedback of rank d is dfa. Effects: test accuracy in points; teacher: "
              "−100·ln(test MSE) (1 = a 1 % MSE ratio); > 0 supports the claim. Within a margin of BP: "
-             "effect = margin − (BP − rule).", "",
+             "effect = margin − (BP − rule). —: not run at that rank, or every seed diverged (named under Runs "
+             "below); \"(n of N seeds)\": the other seeds diverged or did not run.", "",
              f"Verdict criterion (written before the runs): {CRITERION}.", ""]
     for task, x in s.items():
         what = "test accuracy %" if x["metric"] == "test_acc" else "test MSE"

@@ -78,6 +78,9 @@ class Verdict:
 
     def line(self, digits: int = 2) -> str:
         e = finite(self.effects)
+        if not e:
+            return (f"- {self.claim}: **{self.result}** (no seed where both arms finished: a run that "
+                    "diverged or did not run is left out)")
         seeds = ", ".join(f"{x:+.{digits}f}" for x in e)
         why = f"; {self.blocked}" if self.blocked else ""
         return (f"- {self.claim}: **{self.result}** (effect {mean(e):+.{digits}f} {self.unit}, per seed "

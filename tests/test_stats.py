@@ -38,6 +38,8 @@ def test_a_blocked_verdict_is_inconclusive_and_says_why():
     assert v.result == "inconclusive" and "plateau" in v.line()
     ok = Verdict("x beats y", [5.0, 6.0, 7.0], 0.1)
     assert ok.result == "agrees" and "[+5.00, +6.00, +7.00]" in ok.line() and ok.as_dict()["noise"] == 0.1
+    none = Verdict("x beats y", [], float("nan"))  # every run of an arm diverged
+    assert none.result == "inconclusive" and "nan" not in none.line() and "no seed where both arms finished" in none.line()
 
 
 def test_plateau():
