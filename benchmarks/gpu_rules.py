@@ -36,8 +36,8 @@ from alignlab import testing
 
 FLOOR = 1e-4  # a gradient's error is relative to at least this fraction of the model's largest gradient
 # options that make a rule's every gradient non-trivial on these small nets: at ldfa's default
-# rank 10 each layer (at most 8 outputs) has r = N_out, a square orthogonal P whose Oja step is
-# zero up to rounding, so P's gradient would be checked on rounding alone
+# rank 10 every CNN layer (at most 8 outputs) and the transformer's head (3) have r = N_out, a
+# square orthogonal P whose Oja step is zero up to rounding: P's gradient would be checked on rounding alone
 OPTIONS = {"ldfa": {"rank": 2}}
 
 

@@ -137,6 +137,14 @@ def finished_arms(arms: list[Arm], out: Path) -> dict[str, Path]:
     return dirs
 
 
+def _diverged_at(run_dir: Path) -> str:
+    """"in epoch N" for a diverged run, from its DIVERGED record."""
+    try:
+        return f"in epoch {json.loads((Path(run_dir) / DIVERGED).read_text())['epochs_finished'] + 1}"
+    except (OSError, ValueError, KeyError, TypeError):
+        return "epoch unknown"
+
+
 def diverged(run_dir: Path) -> bool:
     """True when the run stopped on a non-finite loss (``run_arms`` wrote DIVERGED into it): an
     outcome, kept as it is (not trained again), named in the results, left out of their cells."""
@@ -270,7 +278,8 @@ def run_experiment(doc: str, name: str, folder: str, arms_of, summarise, markdow
                 "a cell or verdict that needs a missing run is left out.")
     if bad:
         coverage += (f" **{len(bad)} diverged** (the loss became non-finite; kept, not retrained): "
-                     f"{', '.join(bad)}; their seeds are left out of the cells and verdicts above.")
+                     f"{', '.join(f'{k} ({_diverged_at(dirs[k])})' for k in bad)}; their seeds are left out of "
+                     "the cells and verdicts above.")
     write_results(Path(args.results), name, markdown(s) + "\n\n" + coverage, payload, figures(s), done)
 
 

@@ -158,17 +158,23 @@ def _cell(runs: list[dict], high: int) -> dict:
 
 
 def summarise(dirs: dict[str, Path]) -> dict:
-    """{model: {"bp_plateaued": bool, "arms": {arm: per-seed lists}}}."""
+    """{model: {"bp_plateaued": bool, "seeds": [...], "arms": {arm: per-seed lists}}}: the per-seed
+    lists of every arm of a model run over the same seeds, in order (the effects pair them), so a
+    seed that one arm lacks (a diverged run; an unfinished one under --report-only) is left out
+    of that model's every arm, and ``seeds`` says which were used."""
     out = {}
     for label in MODELS:
-        cells = {}
-        for arm in ARMS:
-            runs = [r for k, d in sorted(dirs.items()) if k.startswith(f"{label}-{arm}-s") for r in [_run(d)] if r]
-            if runs:
-                cells[arm] = _cell(runs, high_epochs(MODELS[label][2]))
-        if cells:
-            bp = cells.get("bp", {}).get("acc_curve", [])
-            out[label] = {"bp_plateaued": plateaued(bp), "arms": cells}
+        runs = {arm: {int(k.rsplit("-s", 1)[1]): r for k, d in dirs.items() if k.startswith(f"{label}-{arm}-s")
+                      for r in [_run(d)] if r} for arm in ARMS}
+        runs = {arm: by_seed for arm, by_seed in runs.items() if by_seed}
+        common = sorted(set.intersection(*(set(v) for v in runs.values()))) if runs else []
+        if not common:
+            continue
+        cells = {arm: _cell([by_seed[q] for q in common], high_epochs(MODELS[label][2])) for arm, by_seed in runs.items()}
+        bp = cells.get("bp", {}).get("acc_curve", [])
+        every = sorted(set().union(*(set(v) for v in runs.values())))
+        out[label] = {"bp_plateaued": plateaued(bp), "seeds": common,
+                      "seeds_left_out": [q for q in every if q not in common], "arms": cells}
     return out
 
 
@@ -251,7 +257,11 @@ def markdown(s: dict) -> str:
     checked = verdicts(s)
     for label, m in s.items():
         c = m["arms"]
-        parts += [f"## {label}", "", "Test accuracy and update angle to BP at the end", "", _acc_table(c), "",
+        seeds = "" if not m["seeds_left_out"] else (
+            f"Seeds {', '.join(map(str, m['seeds']))} only: seed(s) {', '.join(map(str, m['seeds_left_out']))} "
+            "lack a finished run of some arm (named under Runs), so every arm leaves them out.")
+        parts += [f"## {label}", "", *([seeds, ""] if seeds else []),
+                  "Test accuracy and update angle to BP at the end", "", _acc_table(c), "",
                   "Feedback alignment ∠(B, W) (pfa: path alignment ∠(B·R, W))", "", _walign_table(c), "",
                   "Over epochs: update angle to BP, hidden mean °", "", _epoch_table(c, "angle_curve", ("bp",)), "",
                   "Over epochs: ∠(B, W) (pfa: ∠(B·R, W)), feedback mean °", "",

@@ -30,6 +30,7 @@ def test_a_diverged_run_is_marked_kept_and_not_retrained(data_dir, tmp_path, mon
     assert not common.diverged(dirs["fine"]) and common.diverged(dirs["blowup"])
     marker = json.loads((dirs["blowup"] / common.DIVERGED).read_text())
     assert "loss is" in marker["error"] and marker["epochs_finished"] == 0
+    assert common._diverged_at(dirs["blowup"]) == "in epoch 1"  # what the results' Runs line says
     assert "blowup: loss is" in capsys.readouterr().err
     stamp = (dirs["blowup"] / common.DIVERGED).stat().st_mtime_ns
     again = common.run_arms(arms, out, quick=True)  # nothing is trained again

@@ -33,6 +33,20 @@ def test_pfa_vs_rest_has_every_arm_path_alignment_and_verdicts(data_dir, tmp_pat
         assert arms["pfa"]["walign"] and arms["fa"]["walign"] and arms["kp"]["walign"]
     assert all(t is not None and t > 0 for t in payload_times(results, NAME))
 
+    # a seed that one arm lacks (a diverged run) is left out of every arm of that model, so that
+    # the per-seed lists stay paired, and the section says so
+    sys.path.insert(0, str(EXPERIMENTS))
+    try:
+        import pfa_vs_rest as m
+    finally:
+        sys.path.remove(str(EXPERIMENTS))
+    runs = tmp_path / "runs" / f"{NAME}-quick"
+    dirs = {"mlp-bp-s0": runs / "mlp-bp-s0", "mlp-bp-s1": runs / "mlp-bp-s0", "mlp-fa-s0": runs / "mlp-fa-s0"}
+    s = m.summarise(dirs)["mlp"]
+    assert s["seeds"] == [0] and s["seeds_left_out"] == [1]
+    assert len(s["arms"]["bp"]["test_acc"]) == len(s["arms"]["fa"]["test_acc"]) == 1
+    assert "Seeds 0 only: seed(s) 1 lack a finished run of some arm" in m.markdown({"mlp": s})
+
 
 def test_the_large_decay_phase_shrinks_as_the_authors_first_epoch():
     """λ₀ over the large-decay phase gives η λ₀ S / (1 − μ) of the authors' first epoch: MNIST
