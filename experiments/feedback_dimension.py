@@ -147,7 +147,7 @@ def summarise(dirs: dict[str, Path]) -> dict:
             continue
         seeds = sorted({int(k.rsplit("-s", 1)[1]) for k in mine})
         arms_ = {}
-        for name in dict.fromkeys(k.rsplit("-s", 1)[0] for k in mine):  # a seed not run (--report-only): None
+        for name in dict.fromkeys(k.rsplit("-s", 1)[0] for k in mine):  # a seed with no finished run: None
             hist = [rundir.read_lines(mine[f"{name}-s{s}"] / rundir.METRICS) if f"{name}-s{s}" in mine else []
                     for s in seeds]
             arms_[name] = {"final": [h[-1].get(t.metric) if h else None for h in hist],
