@@ -31,6 +31,7 @@ import torch
 import torch.nn.functional as F
 
 from alignlab import convert, models
+from alignlab.train.config import parse_override
 
 RESULTS = Path(__file__).resolve().parent / "results"
 PHASES = ("forward", "backward", "optimizer")
@@ -39,27 +40,16 @@ PHASES = ("forward", "backward", "optimizer")
 DEFAULT_RULES = "ldfa,ldfa:learn_p=false,ldfa:learn_p=false:learn_q=false,dfa,fa"
 
 
-def _value(text: str):
-    """An option's value: true/false, an int, a float, else the text."""
-    if text.lower() in ("true", "false"):
-        return text.lower() == "true"
-    for kind in (int, float):
-        try:
-            return kind(text)
-        except ValueError:
-            pass
-    return text
-
-
 def rule_spec(spec: str) -> tuple[str, dict]:
     """``"ldfa:learn_p=false:rank=5"`` → ("ldfa", {"learn_p": False, "rank": 5})."""
     name, *pairs = spec.split(":")
     options = {}
     for pair in pairs:
-        key, sep, value = pair.partition("=")
-        if not sep or not key:
-            raise SystemExit(f"phases.py: error: rule option {pair!r} in {spec!r} is not key=value")
-        options[key] = _value(value)
+        try:
+            (key,), value = parse_override(pair)  # a YAML scalar, as every key=value in alignlab
+        except ValueError:
+            raise SystemExit(f"phases.py: error: rule option {pair!r} in {spec!r} is not key=value") from None
+        options[key] = value
     return name, options
 
 

@@ -31,6 +31,16 @@ def test_exponent_without_a_dot_is_a_float():
         load_config(None, ["optim.lr=e-3"])
 
 
+def test_exponent_without_a_dot_is_a_float_for_rule_options_too():
+    cfg = load_config(None, ["rule=fa", "rule_options.init=normal", "rule_options.std=1e-3"])
+    assert alignlab.rules.get(cfg.rule, **cfg.rule_options).std == 1e-3
+    assert alignlab.rules.get("wm", mirror_lr="2E-2").mirror_lr == 0.02
+    with pytest.raises(ValueError, match="rule 'dfa': scale='big' is not valid; give a positive number"):
+        load_config(None, ["rule=dfa", "rule_options.scale=big"])
+    with pytest.raises(ValueError, match="rank='2' is not valid"):  # only float options read text as numbers
+        alignlab.rules.get("ldfa", rank="2")
+
+
 def test_round_trip_through_dict():
     cfg = load_config(None, ["rule=kp", "model.options.depth=3"])
     assert config_from_dict(to_dict(cfg)) == cfg

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import typing
 
 from .base import Rule
 
@@ -39,4 +40,23 @@ def get(rule: str | Rule, **options) -> Rule:
         if key not in valid:
             listed = ", ".join(valid) if valid else "(none)"
             raise ValueError(f"unknown option {key!r} for rule {rule!r}; valid options: {listed}")
-    return cls(**options)
+    return cls(**_floats(cls, options))
+
+
+def _floats(cls: type[Rule], options: dict) -> dict:
+    """``options`` with the text of a number given to a float option read as that number: YAML 1.1
+    (the config files, ``rule_options.std=1e-3`` on the command line) reads 1e-3 as a string."""
+    if not any(isinstance(v, str) for v in options.values()):
+        return options
+    try:
+        hints = typing.get_type_hints(cls)
+    except Exception:  # a user's rule whose annotations name what its module cannot resolve
+        return options
+    out = dict(options)
+    for key, value in options.items():
+        if hints.get(key) is float and isinstance(value, str):
+            try:
+                out[key] = float(value)
+            except ValueError:
+                pass  # left for the rule to name in its own error
+    return out
