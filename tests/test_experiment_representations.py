@@ -4,9 +4,11 @@ inconclusive on one seed)."""
 
 from __future__ import annotations
 
+import math
 import re
+import sys
 
-from experiment_runner import PNG, data_dir, payload, payload_times, run_script  # noqa: F401 (fixture)
+from experiment_runner import EXPERIMENTS, PNG, data_dir, payload, payload_times, run_script  # noqa: F401 (fixture)
 
 NAME = "representations"
 RULES = ("fa-random", "fa-toeplitz", "usf-init", "usf-sn")
@@ -39,3 +41,22 @@ def test_representations_has_five_arms_both_inits_ceiling_floor_and_verdicts(dat
         assert (results / f"{NAME}-{plot}.png").read_bytes()[:8] == PNG
     assert len(payload_times(results, NAME)) == 10
     assert all(t is not None and t > 0 for t in payload_times(results, NAME))
+
+    # a run that diverged or did not finish leaves NaN in its own seed's place: every other arm
+    # keeps its per-seed list, so the paired effects stay paired, and the tables say "—"
+    sys.path.insert(0, str(EXPERIMENTS))
+    try:
+        import representations as m
+    finally:
+        sys.path.remove(str(EXPERIMENTS))
+    runs = tmp_path / "runs" / f"{NAME}-quick"
+    dirs = {d.name: d for d in runs.iterdir() if d.name not in ("usf-sn-s1000", "bp-s1000")}
+    s = m.summarise(dirs)
+    own = s["conditions"]["own"]["rows"]
+    assert s["seeds"] == [0] and len(own["usf-sn"]["hidden"]) == len(own["usf-init"]["hidden"]) == 1
+    assert math.isnan(own["usf-sn"]["hidden"][0]) and math.isnan(own["usf-sn"]["test_acc"][0])
+    assert math.isnan(own["bp (ceiling)"]["hidden"][0]) and not math.isnan(own["usf-init"]["hidden"][0])
+    assert s["conditions"]["own"]["fit"]["n"] == 3
+    md = m.markdown(s)
+    assert "| usf-sn | — | — | — |" in md and "| bp (ceiling) | — | — | — |" in md
+    assert "usf-sn's hidden CKA to BP exceeds fa-random's: **inconclusive** (no seed where both arms finished" in md
