@@ -36,11 +36,12 @@ matrix and W (``walign/<layer>``: ∠(B·R, W) for pfa, ∠(B, W) for fa, usf, k
 every layer but the first, whose feedback carries no error). Verdicts by the criterion in
 ``stats.py`` on per-seed paired effects; BP's plateau is checked per model.
 
-Cost: PFA's k = 10 backward makes an MLP step about 6× BP's. The sizes are chosen for about
-95 min on 2 quiet CPU cores: per-step times (best of repeated steps) × steps, plus evaluation
-and diagnostics as measured in the earlier 5-epoch runs of this script.
+Cost: PFA's k = 10 backward makes an MLP run about 5× BP's (135 s against 28 s). The sizes
+were chosen for about 95 min on 2 quiet CPU cores from per-step times; the full run of
+2026-11-30 took 120 min of training (mlp 20, lenet 52, plaincnn6 48): evaluation and the
+per-epoch diagnostics cost more than estimated.
 
-    python experiments/pfa_vs_rest.py        # about 95 min on 2 CPU cores
+    python experiments/pfa_vs_rest.py        # about 2 hours on 2 CPU cores
 
 writes experiments/results/pfa_vs_rest.{md,json} and pfa_vs_rest-<model>.png.
 """
