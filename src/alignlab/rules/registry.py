@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import dataclasses
+import re
 import typing
 
 from .base import Rule
 
 _RULES: dict[str, type[Rule]] = {}
+EXPONENT = re.compile(r"[-+]?(\d+\.?\d*|\.\d+)[eE][-+]?\d+")  # 1e-3, 2E5, .5e-2: what YAML 1.1 leaves a string
 
 
 def register(cls: type[Rule]) -> type[Rule]:
@@ -44,8 +46,9 @@ def get(rule: str | Rule, **options) -> Rule:
 
 
 def _floats(cls: type[Rule], options: dict) -> dict:
-    """``options`` with the text of a number given to a float option read as that number: YAML 1.1
-    (the config files, ``rule_options.std=1e-3`` on the command line) reads 1e-3 as a string."""
+    """``options`` with an exponent written without a dot (1e-3) given to a float option read as
+    that number: YAML 1.1 (the config files, ``rule_options.std=1e-3`` on the command line) leaves
+    it a string. Any other text stays text, for the rule to refuse."""
     if not any(isinstance(v, str) for v in options.values()):
         return options
     try:
@@ -54,9 +57,6 @@ def _floats(cls: type[Rule], options: dict) -> dict:
         return options
     out = dict(options)
     for key, value in options.items():
-        if hints.get(key) is float and isinstance(value, str):
-            try:
-                out[key] = float(value)
-            except ValueError:
-                pass  # left for the rule to name in its own error
+        if hints.get(key) is float and isinstance(value, str) and EXPONENT.fullmatch(value.strip()):
+            out[key] = float(value)
     return out

@@ -9,7 +9,6 @@ wrong type, is a one-line ``ValueError`` naming the key and listing the valid on
 from __future__ import annotations
 
 import dataclasses
-import re
 import types
 import typing
 from dataclasses import dataclass, field
@@ -17,6 +16,8 @@ from pathlib import Path
 from typing import Any
 
 import yaml
+
+from ..rules.registry import EXPONENT  # YAML 1.1 leaves 1e-3 (no dot) a string
 
 
 @dataclass
@@ -118,9 +119,6 @@ def _field_types(cls) -> dict[str, Any]:
     return {f.name: hints[f.name] for f in dataclasses.fields(cls)}
 
 
-_EXPONENT = re.compile(r"[-+]?(\d+\.?\d*|\.\d+)[eE][-+]?\d+")  # 1e-3, 2E5, .5e-2
-
-
 def _check_value(key: str, value, kind) -> Any:
     """``value`` converted to the field type ``kind``, or a ValueError naming ``key``."""
     if dataclasses.is_dataclass(kind):
@@ -131,7 +129,7 @@ def _check_value(key: str, value, kind) -> Any:
         kind = next(t for t in typing.get_args(kind) if t is not type(None))
     if kind is float and isinstance(value, int) and not isinstance(value, bool):
         return float(value)
-    if kind is float and isinstance(value, str) and _EXPONENT.fullmatch(value.strip()):
+    if kind is float and isinstance(value, str) and EXPONENT.fullmatch(value.strip()):
         return float(value)  # YAML 1.1 reads 1e-3 (no dot) as a string
     if kind is str and isinstance(value, (int, float)) and not isinstance(value, bool):
         return str(value)
