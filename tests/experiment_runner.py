@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import importlib
 import json
 import os
 import subprocess
@@ -23,6 +24,15 @@ def data_dir(tmp_path_factory):
     directory = tmp_path_factory.mktemp("fashion-mnist")
     fake_fashion(directory, n_train=640, n_test=256, noise=64)
     return directory
+
+
+def experiment(name: str):
+    """``experiments/<name>.py`` imported as a module (its siblings ``common`` and ``stats`` with it)."""
+    sys.path.insert(0, str(EXPERIMENTS))
+    try:
+        return importlib.import_module(name)
+    finally:
+        sys.path.remove(str(EXPERIMENTS))
 
 
 def run_script(name: str, data_dir: Path, tmp_path: Path, *extra: str, fails: str | None = None) -> Path:

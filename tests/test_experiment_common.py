@@ -4,18 +4,12 @@ the next invocation), counted as finished and left out of the summaries."""
 from __future__ import annotations
 
 import json
-import sys
 
-from experiment_runner import EXPERIMENTS, data_dir  # noqa: F401 (fixture)
+from experiment_runner import data_dir, experiment  # noqa: F401 (fixture)
 
 
 def _common():
-    sys.path.insert(0, str(EXPERIMENTS))
-    try:
-        import common
-    finally:
-        sys.path.remove(str(EXPERIMENTS))
-    return common
+    return experiment("common")
 
 
 def test_a_diverged_run_is_marked_kept_and_not_retrained(data_dir, tmp_path, monkeypatch, capsys):

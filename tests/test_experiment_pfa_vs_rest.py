@@ -3,9 +3,8 @@ cells, path alignment, the verdicts (all inconclusive on one seed) and the plots
 
 from __future__ import annotations
 
-import sys
 
-from experiment_runner import EXPERIMENTS, PNG, data_dir, payload, payload_times, run_script  # noqa: F401 (fixture)
+from experiment_runner import PNG, data_dir, experiment, payload, payload_times, run_script  # noqa: F401 (fixture)
 
 NAME = "pfa_vs_rest"
 ARMS = ("bp", "fa", "usf", "kp", "pfa", "pfa-const")
@@ -35,11 +34,7 @@ def test_pfa_vs_rest_has_every_arm_path_alignment_and_verdicts(data_dir, tmp_pat
 
     # a seed that one arm lacks (a diverged run) is left out of every arm of that model, so that
     # the per-seed lists stay paired, and the section says so
-    sys.path.insert(0, str(EXPERIMENTS))
-    try:
-        import pfa_vs_rest as m
-    finally:
-        sys.path.remove(str(EXPERIMENTS))
+    m = experiment("pfa_vs_rest")
     runs = tmp_path / "runs" / f"{NAME}-quick"
     dirs = {"mlp-bp-s0": runs / "mlp-bp-s0", "mlp-bp-s1": runs / "mlp-bp-s0", "mlp-fa-s0": runs / "mlp-fa-s0"}
     s = m.summarise(dirs)["mlp"]
@@ -52,11 +47,7 @@ def test_the_large_decay_phase_shrinks_as_the_authors_first_epoch():
     """λ₀ over the large-decay phase gives η λ₀ S / (1 − μ) of the authors' first epoch: MNIST
     (lr 0.01, λ₀ 0.03, 938 steps of 64) ≈ 2.81, CIFAR-10 (lr 0.1, λ₀ 0.005, 391 steps) ≈ 1.96;
     on MNIST's 469 steps of 128 at the linearly scaled lr 0.02 that is the authors' λ₀ itself."""
-    sys.path.insert(0, str(EXPERIMENTS))
-    try:
-        import pfa_vs_rest as m
-    finally:
-        sys.path.remove(str(EXPERIMENTS))
+    m = experiment("pfa_vs_rest")
     for n, regime, epochs, steps, authors in ((60000, "mnist", 1, 469, 2.814), (20000, "cifar10", 3, 157, 1.955)):
         lr = m.learning_rate(regime)
         lam = m.first_decay(n, regime)

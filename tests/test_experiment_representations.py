@@ -6,9 +6,8 @@ from __future__ import annotations
 
 import math
 import re
-import sys
 
-from experiment_runner import EXPERIMENTS, PNG, data_dir, payload, payload_times, run_script  # noqa: F401 (fixture)
+from experiment_runner import PNG, data_dir, experiment, payload, payload_times, run_script  # noqa: F401 (fixture)
 
 NAME = "representations"
 RULES = ("fa-random", "fa-toeplitz", "usf-init", "usf-sn")
@@ -44,11 +43,7 @@ def test_representations_has_five_arms_both_inits_ceiling_floor_and_verdicts(dat
 
     # a run that diverged or did not finish leaves NaN in its own seed's place: every other arm
     # keeps its per-seed list, so the paired effects stay paired, and the tables say "—"
-    sys.path.insert(0, str(EXPERIMENTS))
-    try:
-        import representations as m
-    finally:
-        sys.path.remove(str(EXPERIMENTS))
+    m = experiment("representations")
     runs = tmp_path / "runs" / f"{NAME}-quick"
     dirs = {d.name: d for d in runs.iterdir() if d.name not in ("usf-sn-s1000", "bp-s1000")}
     s = m.summarise(dirs)
