@@ -105,9 +105,9 @@ def run_arms(arms: list[Arm], out: Path, quick: bool = False) -> dict[str, Path]
         dirs[arm.label] = run_dir
         if (run_dir / rundir.CONFIG).exists():
             check_same_config(run_dir, cfg)
-        if rundir.is_done(run_dir) or diverged(run_dir):
-            print(f"[{i}/{len(arms)}] {arm.label}: {'diverged' if diverged(run_dir) else 'finished'} earlier, kept",
-                  file=sys.stderr)
+        bad = diverged(run_dir)
+        if bad or rundir.is_done(run_dir):
+            print(f"[{i}/{len(arms)}] {arm.label}: {'diverged' if bad else 'finished'} earlier, kept", file=sys.stderr)
             continue
         tic = time.perf_counter()
         try:
