@@ -491,3 +491,22 @@ def test_gpu_rules_relative_error_has_a_floor_for_gradients_that_vanish():
     assert where == "P" and err == pytest.approx(1.0)  # a 100 % error of a small gradient fails
     err, where = rules.rel_err({"w": weight.double(), "P": step}, want)
     assert err == math.inf and where.startswith("w: torch.float64")
+
+
+def test_gpu_syncs_quick_runs_on_the_cpu_and_names_where(tmp_path):
+    spec = importlib.util.spec_from_file_location("alignlab_bench_gpu_syncs", SPEED.parent / "gpu_syncs.py")
+    syncs = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(syncs)
+    syncs.main(["--device", "cpu", "--quick", "--nets", "mlp", "--rules", "fa,brsf", "--batch", "4",
+                "--steps", "1", "--rounds", "1", "--profile", "brsf", "--out", str(tmp_path)])
+    r = json.loads((tmp_path / "syncs.json").read_text())
+    assert set(r["nets"]["mlp"]) == {"torch", "fa", "brsf"}
+    assert all(row["syncs"] == {} and row["ratio"] > 0 for row in r["nets"]["mlp"].values())  # a CPU never waits
+    text = (tmp_path / "syncs.md").read_text()
+    assert "| brsf |" in text and "### mlp, brsf: torch.profiler" in text
+    import traceback
+    stack = traceback.StackSummary.from_list([("/x/site-packages/torch/nn/modules/module.py", 1, "f", ""),
+                                              ("/x/src/alignlab/rules/brsf.py", 238, "redraw_if_moved", ""),
+                                              ("/usr/lib/python3.12/warnings.py", 110, "_showwarnmsg", "")])
+    assert syncs.where(stack) == "rules/brsf.py:238 (redraw_if_moved)"
+    assert syncs.where(stack[:1]) == "module.py:1 (f)" and syncs.where(stack[2:]) == "warnings.py:110 (_showwarnmsg)"

@@ -47,3 +47,38 @@ def test_fa_with_b_equal_w_is_as_exact_as_bp_under_bf16_autocast(device):
     for name, ours, torchs, true in pairs:
         err_ours, err_torch = (ours - true).abs().max(), (torchs - true).abs().max()
         assert err_ours <= 1.5 * err_torch + 2e-3 * true.abs().max(), (name, err_ours, err_torch)
+
+
+def _steps(model, x, n):
+    """n SGD steps, then a forward pass for the last W and another on the same W (no new draw)."""
+    opt = torch.optim.SGD(model.parameters(), lr=0.05)
+    for _ in range(n):
+        opt.zero_grad()
+        model(x).square().mean().backward()
+        opt.step()
+    model(x), model(x)
+    return {k: v.clone() for k, v in model.state_dict().items()}
+
+
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("rule", ["brsf", "wm"])
+def test_draws_and_mirror_steps_count_changes_of_w_and_rewind_on_each_device(rule, device):
+    # on CUDA, whether W moved is decided on the device and never read back (rules/hostcount.py):
+    # one draw (brsf) or mirror step (wm) per change of W, none for a pass on the same W, and a
+    # checkpoint loaded into the same model (its host copies of the counters stale) replays them
+    torch.manual_seed(0)
+    model = alignlab.convert(cnn(), rule=rule).to(device)
+    x = torch.randn(8, 3, 8, 8, device=device)
+    start = {n: int(layer.feedback.step) for n, layer, _ in alignlab.converted_layers(model)}
+    _steps(model, x, 3)
+    checkpoint = copy.deepcopy(model.state_dict())
+    after = _steps(model, x, 2)
+    for name, layer, _ in alignlab.converted_layers(model):
+        assert int(layer.feedback.step) == start[name] + 5, name
+    model.load_state_dict(checkpoint)  # rewind: the counters are written from outside
+    replayed = _steps(model, x, 2)
+    for key, value in after.items():
+        if value.is_floating_point():
+            torch.testing.assert_close(replayed[key], value, rtol=1e-5, atol=1e-6)
+        else:
+            assert torch.equal(replayed[key], value), key
