@@ -62,7 +62,9 @@ that is ~145 s per run, of which the ten test-set passes are ~105 s (hence few i
 BP overfits and so flattens out on within 10 epochs, rather than more images), and ~350 s for a
 fa-random run (taken at ~1.5 s per step from timings on a loaded machine; its per-position
 input gradient of conv2 alone takes 0.21 s per step on 2 quiet cores, so this is pessimistic):
-30 runs and 33 CKA pairs ≈ 95 min.
+30 runs and 33 CKA pairs ≈ 95 min. Measured (2026-12-01): 99.5 min for the 30 runs, and BP had
+*not* flattened out: its seed-mean test accuracy rose 2.0 points over epochs 8–10, so every claim
+came out inconclusive; BP needs more epochs here than this budget holds.
 
     python experiments/representations.py        # about 100 min on 2 CPU cores
 
