@@ -1,9 +1,10 @@
 """Host-device synchronisations in one training step, per rule, on a CUDA device.
 
 A synchronisation (``int(t)``, ``bool(t)``, ``torch.equal``, ``.item()`` on a GPU tensor) makes
-the CPU wait until the GPU has run everything queued so far, so the next kernels start late: on
-a step that is launch-bound (ResNet-20 at batch 256 on an H200 is), each one costs about a
-kernel's worth of idle GPU. This script turns on ``torch.cuda.set_sync_debug_mode("warn")`` for
+the CPU wait until the GPU has run everything queued so far, so the kernels after it are
+launched late. What that costs depends on the queue: on a launch-bound step (ResNet-20 at batch
+256 on an H200) the queue is short and a wait costs little (results/gpu/2026-12-01-syncs); on a
+GPU-bound step the GPU idles while the host launches what follows. This script turns on ``torch.cuda.set_sync_debug_mode("warn")`` for
 one SGD step of each rule (after warm-up steps) and records where in alignlab each
 synchronisation happened (the innermost ``alignlab`` frame of the Python stack), then times the
 steps (mean of ``--steps`` after a sync, interleaved by rule, ``--rounds`` rounds).

@@ -63,9 +63,9 @@ def _steps(model, x, n):
 @pytest.mark.parametrize("device", DEVICES)
 @pytest.mark.parametrize("rule", ["brsf", "wm"])
 def test_draws_and_mirror_steps_count_changes_of_w_and_rewind_on_each_device(rule, device):
-    # on CUDA, whether W moved is decided on the device and never read back (rules/hostcount.py):
-    # one draw (brsf) or mirror step (wm) per change of W, none for a pass on the same W, and a
-    # checkpoint loaded into the same model (its host copies of the counters stale) replays them
+    # on each device (CUDA too, where the test "did W's bits change" reads the device): one draw
+    # (brsf) or mirror step (wm) per change of W, none for a pass on the same W, and a checkpoint
+    # loaded back into the same model (its counters rewound from outside) replays them
     torch.manual_seed(0)
     model = alignlab.convert(cnn(), rule=rule).to(device)
     x = torch.randn(8, 3, 8, 8, device=device)
