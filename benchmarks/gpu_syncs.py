@@ -90,7 +90,7 @@ def profile(step, label: str, net: str, device: str, top: int = 25) -> list[str]
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="gpu_syncs.py", description=__doc__.splitlines()[0])
     parser.add_argument("--nets", default="resnet20,vit")
     parser.add_argument("--rules", default=",".join(alignlab.rules.available()))
     parser.add_argument("--batch", type=int, default=256)
@@ -102,7 +102,16 @@ def main(argv=None) -> int:
     parser.add_argument("--quick", action="store_true", help="the speed benchmark's tiny nets (for tests)")
     args = parser.parse_args(argv)
     rules = [r for r in args.rules.split(",") if r]
-    settings = speed.Settings(nets=args.nets.split(","), rules=rules, batch=args.batch, device=args.device,
+    nets, profiled = [n for n in args.nets.split(",") if n], [r for r in args.profile.split(",") if r]
+    known = alignlab.rules.available()
+    for what, names, valid in (("--nets", nets, list(speed.NETS)), ("--rules", rules, known),
+                               ("--profile", profiled, rules)):
+        bad = [n for n in names if n not in valid]
+        if bad or not (names or what == "--profile"):
+            parser.error(f"{what}: {', '.join(bad) or 'none given'} not valid; choose from {', '.join(valid)}")
+    if args.device.startswith("cuda") and not torch.cuda.is_available():
+        parser.error(f"--device {args.device}: no CUDA device is visible; use --device cpu")
+    settings = speed.Settings(nets=nets, rules=rules, batch=args.batch, device=args.device,
                               quick=args.quick)
     report: dict = {"device": torch.cuda.get_device_name() if args.device.startswith("cuda") else args.device,
                     "torch": torch.__version__, "batch": args.batch, "nets": {}}
@@ -136,7 +145,7 @@ def main(argv=None) -> int:
             lines.append(f"| {label} | {ms:.2f} | {ms / ref:.3f} | {sum(row['syncs'].values())} | {places} |")
             report["nets"][net][label] = {"ms": row["ms"], "ratio": ms / ref, "syncs": dict(row["syncs"])}
         lines.append("")
-        for label in [r for r in args.profile.split(",") if r]:
+        for label in profiled:
             lines += profile(cands[label].step, label, net, args.device) + [""]
         del cands
         print("\n".join(lines[-len(rows) - 4:]), flush=True)

@@ -493,7 +493,7 @@ def test_gpu_rules_relative_error_has_a_floor_for_gradients_that_vanish():
     assert err == math.inf and where.startswith("w: torch.float64")
 
 
-def test_gpu_syncs_quick_runs_on_the_cpu_and_names_where(tmp_path):
+def test_gpu_syncs_quick_runs_on_the_cpu_and_names_where(tmp_path, capsys):
     spec = importlib.util.spec_from_file_location("alignlab_bench_gpu_syncs", SPEED.parent / "gpu_syncs.py")
     syncs = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(syncs)
@@ -510,3 +510,9 @@ def test_gpu_syncs_quick_runs_on_the_cpu_and_names_where(tmp_path):
                                               ("/usr/lib/python3.12/warnings.py", 110, "_showwarnmsg", "")])
     assert syncs.where(stack) == "rules/brsf.py:238 (redraw_if_moved)"
     assert syncs.where(stack[:1]) == "module.py:1 (f)" and syncs.where(stack[2:]) == "warnings.py:110 (_showwarnmsg)"
+    for bad, message in ((["--nets", "vgg"], "--nets: vgg not valid; choose from mlp, lenet, resnet20, vit"),
+                         (["--rules", "fa,xyz"], "--rules: xyz not valid; choose from "),
+                         (["--rules", "fa", "--profile", "dfa"], "--profile: dfa not valid; choose from fa")):
+        with pytest.raises(SystemExit) as exit_info:
+            syncs.main(["--device", "cpu", *bad])
+        assert exit_info.value.code == 2 and f"gpu_syncs.py: error: {message}" in capsys.readouterr().err
