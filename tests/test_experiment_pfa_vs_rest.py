@@ -3,7 +3,6 @@ cells, path alignment, the verdicts (all inconclusive on one seed) and the plots
 
 from __future__ import annotations
 
-
 from experiment_runner import PNG, data_dir, experiment, payload, payload_times, run_script  # noqa: F401 (fixture)
 
 NAME = "pfa_vs_rest"
