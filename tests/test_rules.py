@@ -215,6 +215,10 @@ def test_brsf_fingerprint_sums_ws_bits_as_64_bit_words():
     assert torch.equal(fingerprint(w.T.contiguous().T), fingerprint(w.T.contiguous()))  # a transpose: its storage
     odd = torch.randn(3, 5)
     assert torch.equal(fingerprint(odd), base.fingerprint(odd))  # 15 entries: the per-entry sum
+    k = torch.randn(8, 6, 3, 3)
+    nhwc = k.to(memory_format=torch.channels_last)
+    assert not nhwc.is_contiguous() and not torch.equal(nhwc.permute(0, 2, 3, 1).reshape(-1), k.reshape(-1))  # other storage
+    assert torch.equal(fingerprint(nhwc), fingerprint(k))  # a channels-last kernel: the NCHW stamp
     before = fingerprint(w)
     w.add_(0)
     assert torch.equal(fingerprint(w), before)

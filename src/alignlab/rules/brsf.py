@@ -166,6 +166,7 @@ def counter_bytes(n: int, seed, step, device=None, scratch: Tensor | None = None
 
 
 _INT_OF_SIZE = {1: torch.uint8, 2: torch.int16, 4: torch.int32, 8: torch.int64}
+_CHANNELS_LAST = {4: (torch.channels_last,), 5: (torch.channels_last_3d,)}
 
 
 def fingerprint(weight: Tensor) -> Tensor:
@@ -176,10 +177,14 @@ def fingerprint(weight: Tensor) -> Tensor:
     changes cancel it in both 32-bit halves at once); otherwise each entry's bit pattern, as an
     integer (:func:`alignlab.rules.base.fingerprint`). Either is a function of W's bits alone
     (and its layout, which a layer keeps). 0.07 ms per million fp32 weights on one CPU thread,
-    against 0.39 ms for the per-entry sum, which widens every entry to 64 bits first."""
+    against 0.39 ms for the per-entry sum, which widens every entry to 64 bits first. A kernel
+    stored channels-last (NHWC) is summed as its contiguous copy: the same stamp as the NCHW
+    kernel, so changing a model's memory format draws nothing new."""
     w = weight.detach()
     if not w.is_contiguous() and w.dim() >= 2 and w.mT.is_contiguous():
         w = w.mT  # a transposed weight (transformers' Conv1D): the same bits, densely stored
+    elif not w.is_contiguous() and any(w.is_contiguous(memory_format=f) for f in _CHANNELS_LAST.get(w.dim(), ())):
+        w = w.contiguous()
     ratio = 8 // w.element_size() if w.element_size() in _INT_OF_SIZE else 0
     # (dynamo cannot read storage_offset(); a parameter starts its storage, so it is aligned)
     aligned = torch.compiler.is_compiling() or w.storage_offset() % max(ratio, 1) == 0
