@@ -247,3 +247,32 @@ def test_train_subset_trains_on_the_first_samples_and_names_bad_values(small_dat
     for bad in ("513", "-1"):
         with pytest.raises(ValueError, match=r"train_subset must be an integer in 1\.\.512"):
             build(load_config(None, overrides(small_data, tmp_path, f"data.train_subset={bad}")))
+
+
+def test_eval_every_skips_test_passes_but_never_the_last(small_data, tmp_path):
+    run_dir = train(load_config(None, overrides(small_data, tmp_path, "name=ev", "epochs=5", "eval_every=2")))
+    metrics = read_metrics(run_dir)
+    assert [m["epoch"] for m in metrics if "test_acc" in m] == [2, 4, 5]
+    assert all("train_loss" in m for m in metrics)
+    every = train(load_config(None, overrides(small_data, tmp_path, "name=all", "epochs=5")))
+    assert [m["test_acc"] for m in read_metrics(every)[1::2]] == [m["test_acc"] for m in metrics[1::2]]
+    with pytest.raises(ValueError, match="'eval_every' must be >= 1"):
+        load_config(None, overrides(small_data, tmp_path, "eval_every=0"))
+
+
+def test_channels_last_trains_the_same_run_in_nhwc(small_data, tmp_path):
+    extra = ["model.name=lenet", "model.options={}", "epochs=2", "rule=brsf"]
+    nchw = train(load_config(None, overrides(small_data, tmp_path, "name=nchw", *extra)))
+    nhwc = train(load_config(None, overrides(small_data, tmp_path, "name=nhwc", "channels_last=true", *extra)))
+    a, b = read_metrics(nchw), read_metrics(nhwc)
+    for ma, mb in zip(a, b):
+        assert ma["test_acc"] == pytest.approx(mb["test_acc"], abs=2 / 256)  # float rounding may flip an argmax
+        assert ma["train_loss"] == pytest.approx(mb["train_loss"], rel=1e-3)
+    wa, wb = (load_checkpoint(d / "checkpoint.pt")["model"] for d in (nchw, nhwc))
+    for key in wa:
+        if wa[key].is_floating_point():
+            torch.testing.assert_close(wa[key], wb[key], atol=1e-4, rtol=1e-3, msg=key)
+        else:  # brsf's draw counters: no extra draw for the other memory order
+            assert torch.equal(wa[key], wb[key]) or key.endswith("drawn_for"), key
+    s = loop.build(load_config(None, overrides(small_data, tmp_path, "channels_last=true", *extra)))
+    assert s.net.conv1.weight.is_contiguous(memory_format=torch.channels_last)

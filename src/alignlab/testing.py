@@ -256,6 +256,27 @@ def check_compile(rule) -> None:
             opt.step()
 
 
+def check_channels_last(rule) -> None:
+    """With its 4-D weights and feedback tensors in channels-last (NHWC) order and fed NHWC
+    images, the converted CNN gives the contiguous model's outputs and gradients, and its
+    4-D parameters' gradients keep that order, at each of two SGD steps (feedback that follows
+    W is rebuilt after W changed)."""
+    torch.manual_seed(0)
+    plain = convert(small_cnn(), _rule(rule))
+    nhwc = copy.deepcopy(plain).to(memory_format=torch.channels_last)
+    optimizers = [torch.optim.SGD(model.parameters(), lr=0.1) for model in (plain, nhwc)]
+    for step in range(2):
+        x = bars_task(4, seed=step)[0]
+        a = gradients(plain, x, seed=step)
+        b = gradients(nhwc, x.contiguous(memory_format=torch.channels_last), seed=step)
+        assert_same_gradients(b, a)
+        for name, p in nhwc.named_parameters():
+            if p.grad is not None and p.dim() == 4:
+                assert p.grad.is_contiguous(memory_format=torch.channels_last), f"{name}: gradient not NHWC"
+        for opt in optimizers:
+            opt.step()
+
+
 def check_transformer(rule) -> None:
     """A transformer encoder (packed attention, feed-forward, head) converts completely, and one
     Adam step moves every parameter, over 20 steps its loss falls."""
@@ -304,6 +325,7 @@ CHECKS: dict[str, Callable] = {
     "state_dict_round_trip": check_state_dict_round_trip,
     "bf16_autocast": check_bf16_autocast,
     "compile": check_compile,
+    "channels_last": check_channels_last,
     "transformer": check_transformer,
     "diagnostics": check_diagnostics,
 }

@@ -68,6 +68,7 @@ class RunConfig:
     epochs: int = 10
     batch_size: int = 128
     eval_batch_size: int = 1000
+    eval_every: int = 1  # test-set pass after every N-th epoch and after the last (the others log no test metrics)
     data: DataConfig = field(default_factory=DataConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
     optim: OptimConfig = field(default_factory=OptimConfig)
@@ -78,6 +79,9 @@ class RunConfig:
     device: str = "auto"  # auto (cuda if available) | cpu | cuda | cuda:N
     precision: str = "fp32"  # fp32 | bf16 (autocast) | fp16 (autocast + GradScaler)
     compile: bool = False  # torch.compile the model
+    # 4-D weights, feedback kernels and image batches in NHWC memory order: the same numbers,
+    # faster convs and pools (oneDNN on CPU; tensor cores on GPU); arch1 on CPU: eval ~0.75x time
+    channels_last: bool = False
     ddp_timeout: float = 300.0  # seconds a torchrun process waits for the others in a collective, then fails
 
     def run_name(self) -> str:
@@ -215,7 +219,8 @@ def validate(cfg: RunConfig) -> None:
     from .. import rules
 
     for key, value in (("epochs", cfg.epochs), ("batch_size", cfg.batch_size),
-                       ("eval_batch_size", cfg.eval_batch_size), ("diagnostics.probe_size", cfg.diagnostics.probe_size)):
+                       ("eval_batch_size", cfg.eval_batch_size), ("eval_every", cfg.eval_every),
+                       ("diagnostics.probe_size", cfg.diagnostics.probe_size)):
         if value < 1:
             raise ValueError(f"config key {key!r} must be >= 1, got {value}")
     if cfg.diagnostics.every < 0:

@@ -57,7 +57,7 @@ def build(cfg: RunConfig, place: Placement | None = None) -> Setup:
     net = models.build(cfg.model.name, in_shape=dataset.input_shape, num_classes=dataset.num_classes,
                        norm=cfg.model.norm, **cfg.model.options)
     convert(net, cfg.rule_spec(), exclude=cfg.exclude)
-    net.to(place.device)
+    net.to(place.device, memory_format=torch.channels_last if cfg.channels_last else torch.preserve_format)
     model = net
     if place.world > 1:
         model = nn.parallel.DistributedDataParallel(net, device_ids=[place.device] if place.device.type == "cuda" else None)
@@ -68,6 +68,11 @@ def build(cfg: RunConfig, place: Placement | None = None) -> Setup:
     steps = math.ceil(len(dataset.train_y) / cfg.batch_size)
     schedule = build_schedule(optimizer, o.schedule, steps * cfg.epochs)
     return Setup(dataset, net, model, optimizer, schedule, place.scaler(), place, steps)
+
+
+def layout(cfg: RunConfig, x: torch.Tensor) -> torch.Tensor:
+    """An image batch in the run's memory order (``cfg.channels_last``: NHWC); others as they are."""
+    return x.contiguous(memory_format=torch.channels_last) if cfg.channels_last and x.dim() == 4 else x
 
 
 def loss_and_correct(task: str, out: torch.Tensor, y: torch.Tensor):
@@ -99,6 +104,7 @@ def train_epoch(cfg: RunConfig, s: Setup, epoch: int, progress: Progress, on_ste
                              shuffle=True, seed=cfg.seed, epoch=epoch, augment=cfg.data.augment):
         n_global = len(y)
         x, y = p.shard(x, y)
+        x = layout(cfg, x)
         with p.autocast():
             loss, hits = loss_and_correct(ds.task, s.model(x), y)
         _check_finite(loss, p, epoch)
@@ -129,6 +135,7 @@ def evaluate(cfg: RunConfig, s: Setup) -> dict:
         x, y = p.shard(x, y)
         if len(y) == 0:
             continue
+        x = layout(cfg, x)
         with p.autocast():
             loss, hits = loss_and_correct(ds.task, s.net(x), y)
         total_loss += loss.item() * len(y)
@@ -241,7 +248,8 @@ def _run(cfg: RunConfig, p: Placement, s: Setup, run_dir: Path, state: dict | No
             metrics["epoch_time"] = time.perf_counter() - tic
             if diagnose.due_at_epoch_end:
                 record(metrics["step"], epoch)
-            metrics.update(evaluate(cfg, s))
+            if epoch % cfg.eval_every == 0 or epoch == cfg.epochs:
+                metrics.update(evaluate(cfg, s))
             metrics["lr"] = s.optimizer.param_groups[0]["lr"]
             history.append(metrics)
             if main:
