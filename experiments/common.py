@@ -23,7 +23,7 @@ import torch
 import yaml
 
 from alignlab.train import rundir
-from alignlab.train.config import RunConfig, load_config, to_dict
+from alignlab.train.config import RunConfig, config_from_dict, load_config, to_dict
 from alignlab.train.loop import TrainingDiverged, train
 
 ROOT = Path(__file__).resolve().parent
@@ -154,7 +154,8 @@ def diverged(run_dir: Path) -> bool:
 def check_same_config(run_dir: Path, cfg: RunConfig) -> None:
     """A one-line ValueError when the run already in ``run_dir`` was trained by another config
     (an earlier design of the experiment): it is neither reused nor overwritten."""
-    saved = rundir.read_config(run_dir)
+    saved = to_dict(config_from_dict(rundir.read_config(run_dir)))  # a key added since: its default
+    saved = yaml.safe_load(yaml.safe_dump(saved, sort_keys=False))
     wanted = yaml.safe_load(yaml.safe_dump(to_dict(cfg), sort_keys=False))
     differ = sorted(k for k in saved.keys() | wanted.keys()
                     if k not in ("out_dir", "name") and saved.get(k) != wanted.get(k))  # where it is: the same folder
@@ -193,12 +194,12 @@ def diagnostics(run_dir: Path) -> list[dict]:
 
 
 def read_run(run_dir: Path, prefix: str) -> tuple[dict, list[dict]] | None:
-    """({test_acc (last epoch), acc_curve (per epoch), layers (of the ``prefix/<layer>``
-    diagnostics)}, the diagnostics) of a run; None while either log is still empty."""
+    """({test_acc (last epoch), acc_curve (per epoch; None where no test pass ran), layers (of
+    the ``prefix/<layer>`` diagnostics)}, the diagnostics) of a run; None while a log is empty."""
     history, diags = rundir.read_lines(run_dir / rundir.METRICS), diagnostics(run_dir)
     if not history or not diags:
         return None
-    return {"test_acc": history[-1]["test_acc"], "acc_curve": [m["test_acc"] for m in history],
+    return {"test_acc": history[-1]["test_acc"], "acc_curve": [m.get("test_acc") for m in history],
             "layers": layers(diags, prefix)}, diags
 
 

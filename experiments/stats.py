@@ -105,15 +105,18 @@ def judge(effects, noise: float) -> str:
     return "agrees" if sign > 0 else "disagrees"
 
 
-def plateaued(curves: list[list[float]], points: float = PLATEAU_POINTS, epochs: int = PLATEAU_EPOCHS) -> bool:
-    """True when the seed-mean test accuracy (fractions, one list per seed, one entry per epoch)
-    rose by less than ``points`` percentage points over the last ``epochs`` epochs."""
+def plateaued(curves: list[list[float | None]], points: float = PLATEAU_POINTS, epochs: int = PLATEAU_EPOCHS) -> bool:
+    """True when the seed-mean test accuracy (fractions, one list per seed, one entry per epoch;
+    None for an epoch without a test pass, ``eval_every``) rose by less than ``points`` percentage
+    points from the latest epoch at least ``epochs`` before the last to the last (the last epoch
+    and that one measured in every seed; a longer span than ``epochs`` only makes it stricter)."""
     curves = [c for c in curves if len(c) > epochs]
     if not curves:
         return False
     n = min(len(c) for c in curves)
-    m = [mean([c[i] for c in curves]) for i in range(n)]
-    return 100 * (m[-1] - m[-1 - epochs]) < points
+    m = [None if any(c[i] is None for c in curves) else mean([c[i] for c in curves]) for i in range(n)]
+    before = [x for x in m[:n - epochs] if x is not None]
+    return m[-1] is not None and bool(before) and 100 * (m[-1] - before[-1]) < points
 
 
 def plateau_text(ok: bool) -> str:

@@ -47,3 +47,7 @@ def test_plateau():
     flat = [[0.80, 0.862, 0.863, 0.865], [0.81, 0.861, 0.862, 0.866], [0.80, 0.861, 0.861, 0.864]]  # +0.37
     assert not plateaued(rising) and plateaued(flat)
     assert not plateaued([[0.8, 0.9]])  # too few epochs to tell
+    gaps = [[None, 0.80, None, 0.862, None, 0.865]] * 3  # eval_every=2: epochs 4 → 6, +0.3
+    assert plateaued(gaps) and not plateaued([[None, 0.80, None, 0.84, None, 0.86]] * 3)
+    assert not plateaued([[0.80, 0.862, 0.863, None]] * 3)  # the last epoch unmeasured: cannot tell
+    assert not plateaued([[0.80, 0.84, None, 0.86]] * 3)  # 2 → 4 (+2), not 3 → 4
