@@ -154,7 +154,11 @@ def diverged(run_dir: Path) -> bool:
 def check_same_config(run_dir: Path, cfg: RunConfig) -> None:
     """A one-line ValueError when the run already in ``run_dir`` was trained by another config
     (an earlier design of the experiment): it is neither reused nor overwritten."""
-    saved = to_dict(config_from_dict(rundir.read_config(run_dir)))  # a key added since: its default
+    try:
+        saved = to_dict(config_from_dict(rundir.read_config(run_dir)))  # a key added since: its default
+    except ValueError as err:  # a key or option since removed
+        raise ValueError(f"{run_dir} holds a run of a config this code cannot read ({err}); "
+                         "move it away or give --runs another folder") from None
     saved = yaml.safe_load(yaml.safe_dump(saved, sort_keys=False))
     wanted = yaml.safe_load(yaml.safe_dump(to_dict(cfg), sort_keys=False))
     differ = sorted(k for k in saved.keys() | wanted.keys()
@@ -199,7 +203,7 @@ def read_run(run_dir: Path, prefix: str) -> tuple[dict, list[dict]] | None:
     history, diags = rundir.read_lines(run_dir / rundir.METRICS), diagnostics(run_dir)
     if not history or not diags:
         return None
-    return {"test_acc": history[-1]["test_acc"], "acc_curve": [m.get("test_acc") for m in history],
+    return {"test_acc": history[-1].get("test_acc"), "acc_curve": [m.get("test_acc") for m in history],
             "layers": layers(diags, prefix)}, diags
 
 

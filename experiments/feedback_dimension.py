@@ -177,7 +177,7 @@ def bp_plateaued(x: dict) -> bool:
         return False
     if x["metric"] == "test_acc":
         return plateaued(x["arms"]["bp"]["curve"])
-    logs = [[-math.log(v) for v in c if v and v > 0] for c in x["arms"]["bp"]["curve"]]
+    logs = [[-math.log(v) if v and v > 0 else None for v in c] for c in x["arms"]["bp"]["curve"]]  # None: no test pass
     return plateaued(logs, points=PLATEAU_MSE)
 
 

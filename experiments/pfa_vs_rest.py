@@ -272,12 +272,15 @@ def markdown(s: dict) -> str:
     return "\n".join(parts)
 
 
-def _band(ax, x: list, curves: list[list[float]], scale: float, **style) -> None:
+def _band(ax, x: list, curves: list[list[float | None]], scale: float, **style) -> None:
+    """Seed mean ± std per point; a point some seed did not measure (no test pass) is left out."""
     n = min(len(c) for c in curves)
-    mid = [mean([scale * c[i] for c in curves]) for i in range(n)]
-    sd = [std([scale * c[i] for c in curves]) for i in range(n)]
-    ax.plot(x[-n:], mid, marker="o", ms=3, **style)
-    ax.fill_between(x[-n:], [a - b for a, b in zip(mid, sd)], [a + b for a, b in zip(mid, sd)], alpha=0.2,
+    keep = [i for i in range(n) if all(c[i] is not None for c in curves)]
+    xs = [x[len(x) - n + i] for i in keep]
+    mid = [mean([scale * c[i] for c in curves]) for i in keep]
+    sd = [std([scale * c[i] for c in curves]) for i in keep]
+    ax.plot(xs, mid, marker="o", ms=3, **style)
+    ax.fill_between(xs, [a - b for a, b in zip(mid, sd)], [a + b for a, b in zip(mid, sd)], alpha=0.2,
                     color=style["color"])
 
 

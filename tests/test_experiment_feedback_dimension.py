@@ -46,3 +46,12 @@ def test_feedback_dimension_has_every_arm_mean_std_cells_and_verdicts(data_dir, 
     assert "ldfa at r = d = 10 beats fa on the CNN" in md
     assert (results / f"{NAME}.png").read_bytes()[:8] == PNG
     assert all(t is not None and t > 0 for t in payload_times(results, NAME))
+
+
+def test_the_mse_plateau_keeps_epochs_without_a_test_pass_in_place():
+    from experiment_runner import experiment
+
+    m = experiment(NAME)
+    flat, falling = [None, 0.60, None, 0.50, None, 0.49], [None, 0.50, None, 0.40, None, 0.30]  # epochs 4 → 6
+    assert m.bp_plateaued({"metric": "test_loss", "arms": {"bp": {"curve": [flat] * 3}}})
+    assert not m.bp_plateaued({"metric": "test_loss", "arms": {"bp": {"curve": [falling] * 3}}})

@@ -55,3 +55,13 @@ def test_the_large_decay_phase_shrinks_as_the_authors_first_epoch():
         assert f"optim.decay_schedule=[{', '.join(['1'] * epochs)}, " in " ".join(m.decay("pfa", n, regime))
     assert abs(m.learning_rate("mnist") - 0.02) < 1e-12 and abs(m.first_decay(60000, "mnist") - 0.03) < 2e-4
     assert m.decay(m.CONTROL, 60000, "mnist") == [f"optim.weight_decay={m.LATER_DECAY}"]
+
+
+def test_a_band_leaves_out_epochs_without_a_test_pass():
+    from matplotlib.figure import Figure
+
+    m = experiment("pfa_vs_rest")
+    ax = Figure().subplots()
+    m._band(ax, [1, 2, 3, 4], [[None, 0.5, None, 0.7], [None, 0.6, None, 0.9]], 100.0, color="C0")
+    line = ax.get_lines()[0]
+    assert list(line.get_xdata()) == [2, 4] and list(line.get_ydata()) == [55.0, 80.0]

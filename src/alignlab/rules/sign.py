@@ -63,6 +63,12 @@ def sign_scale(weight: Tensor, scale) -> Tensor | float:
     return float(scale)
 
 
+
+def _format_of(w: Tensor) -> torch.memory_format:
+    """channels_last for a kernel stored NHWC (and not also NCHW), else contiguous_format."""
+    nhwc = w.dim() == 4 and not w.is_contiguous() and w.is_contiguous(memory_format=torch.channels_last)
+    return torch.channels_last if nhwc else torch.contiguous_format
+
 class SignFeedback(Feedback):
     """Base: B = magnitudes ⊙ sign(W), rebuilt once each time W changes.
 
@@ -95,10 +101,12 @@ class SignFeedback(Feedback):
         return self._cache.get(weight, self._build)
 
     def _kept(self, w: Tensor) -> Tensor:
-        """The tensor B is written into (a new one when W's shape, dtype or device changed)."""
-        out = self._out
-        if out is None or out.shape != w.shape or out.dtype != w.dtype or out.device != w.device:
-            out = self._out = torch.empty(w.shape, dtype=w.dtype, device=w.device)
+        """The tensor B is written into (a new one when W's shape, dtype, device or memory
+        format changed: a channels-last kernel gets a channels-last B)."""
+        out, fmt = self._out, _format_of(w)
+        if (out is None or out.shape != w.shape or out.dtype != w.dtype or out.device != w.device
+                or not out.is_contiguous(memory_format=fmt)):
+            out = self._out = torch.empty(w.shape, dtype=w.dtype, device=w.device, memory_format=fmt)
         return out
 
     def _build(self, w: Tensor) -> Tensor:
