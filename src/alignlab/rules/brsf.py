@@ -51,7 +51,7 @@ from torch import Tensor
 from . import base
 from .base import BOOLS, Feedback, RandomInitRule, check_choice, init_bound, new_seed, resize_norm
 from .registry import register
-from .sign import SignFeedback
+from .sign import SignFeedback, memory_format_of
 
 # --- a counter-based random stream from integer ops ------------------------------------------
 
@@ -166,7 +166,6 @@ def counter_bytes(n: int, seed, step, device=None, scratch: Tensor | None = None
 
 
 _INT_OF_SIZE = {1: torch.uint8, 2: torch.int16, 4: torch.int32, 8: torch.int64}
-_CHANNELS_LAST = {4: (torch.channels_last,), 5: (torch.channels_last_3d,)}
 
 
 def fingerprint(weight: Tensor) -> Tensor:
@@ -183,7 +182,7 @@ def fingerprint(weight: Tensor) -> Tensor:
     w = weight.detach()
     if not w.is_contiguous() and w.dim() >= 2 and w.mT.is_contiguous():
         w = w.mT  # a transposed weight (transformers' Conv1D): the same bits, densely stored
-    elif not w.is_contiguous() and any(w.is_contiguous(memory_format=f) for f in _CHANNELS_LAST.get(w.dim(), ())):
+    elif memory_format_of(w) is not torch.contiguous_format:
         w = w.contiguous()
     ratio = 8 // w.element_size() if w.element_size() in _INT_OF_SIZE else 0
     # (dynamo cannot read storage_offset(); a parameter starts its storage, so it is aligned)

@@ -63,11 +63,16 @@ def sign_scale(weight: Tensor, scale) -> Tensor | float:
     return float(scale)
 
 
+_CHANNELS_LAST = {4: torch.channels_last, 5: torch.channels_last_3d}
 
-def _format_of(w: Tensor) -> torch.memory_format:
-    """channels_last for a kernel stored NHWC (and not also NCHW), else contiguous_format."""
-    nhwc = w.dim() == 4 and not w.is_contiguous() and w.is_contiguous(memory_format=torch.channels_last)
-    return torch.channels_last if nhwc else torch.contiguous_format
+
+def memory_format_of(w: Tensor) -> torch.memory_format:
+    """channels_last (_3d) for a kernel stored NHWC (NDHWC) and not also contiguous, else
+    contiguous_format."""
+    fmt = _CHANNELS_LAST.get(w.dim())
+    nhwc = fmt is not None and not w.is_contiguous() and w.is_contiguous(memory_format=fmt)
+    return fmt if nhwc else torch.contiguous_format
+
 
 class SignFeedback(Feedback):
     """Base: B = magnitudes ⊙ sign(W), rebuilt once each time W changes.
@@ -103,7 +108,7 @@ class SignFeedback(Feedback):
     def _kept(self, w: Tensor) -> Tensor:
         """The tensor B is written into (a new one when W's shape, dtype, device or memory
         format changed: a channels-last kernel gets a channels-last B)."""
-        out, fmt = self._out, _format_of(w)
+        out, fmt = self._out, memory_format_of(w)
         if (out is None or out.shape != w.shape or out.dtype != w.dtype or out.device != w.device
                 or not out.is_contiguous(memory_format=fmt)):
             out = self._out = torch.empty(w.shape, dtype=w.dtype, device=w.device, memory_format=fmt)
